@@ -1,0 +1,416 @@
+"""Typed settings: the table of parameters and how main.cf becomes one.
+
+`Settings` is the table. Each parameter is one field row,
+
+    smtpd_timeout: int = _p(v.time("s"), "300s")
+
+giving its type, its kind (how text becomes a value, `values.py`) and its
+default as postfix would print it (`postconf -d`), `$` references and
+all; a default that must be computed (the host name) is a function of
+the other parameters' expanded values. To add a parameter, add a row.
+
+Loading runs in three steps: parse the file into entries
+(`syntax.py`), expand every known parameter's text (the file's value or
+the default) with loop detection, then convert each to its type and run
+the few checks that involve two parameters. Problems are collected, not
+raised one by one, so `roost config check` shows them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roost.config import values as v
+from roost.config.syntax import (
+    ConfigSyntaxError,
+    Entry,
+    expand,
+    parse_lines,
+    references,
+)
+
+Default = str | Callable[[Callable[[str], str]], str]
+
+
+class ConfigError(Exception):
+    """The configuration has errors; `errors` lists "file:line: message"."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
+
+
+@functools.cache
+def local_hostname() -> str:
+    """The host's fully qualified name, as postfix's myhostname default.
+
+    socket.getfqdn() often answers "localhost" on machines whose
+    /etc/hosts maps the host name to 127.0.0.1; the plain host name is
+    more useful then.
+    """
+    fqdn = socket.getfqdn().lower().rstrip(".")
+    if "." in fqdn and not fqdn.startswith("localhost"):
+        return fqdn
+    return socket.gethostname().lower().rstrip(".") or "localhost"
+
+
+def _default_mydomain(get: Callable[[str], str]) -> str:
+    # postfix: myhostname minus its first label, "localdomain" if that is
+    # empty
+    _, dot, parent = get("myhostname").partition(".")
+    return parent if dot and parent else "localdomain"
+
+
+def _default_hostname(get: Callable[[str], str]) -> str:
+    return local_hostname()
+
+
+def _default_data_directory(get: Callable[[str], str]) -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/roost"
+    return str(Path.home() / ".local" / "share" / "roost")
+
+
+def _p(kind: v.Kind, default: Default, *, name: str = "") -> Any:
+    """One parameter row; name is given only when it is no Python name."""
+    return field(metadata={"kind": kind, "default": default, "name": name})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every Roost parameter, typed; build with `load` or `from_values`."""
+
+    # identity (postfix names and defaults)
+    myhostname: str = _p(v.HOSTNAME, _default_hostname)
+    mydomain: str = _p(v.HOSTNAME, _default_mydomain)
+    myorigin: str = _p(v.HOSTNAME, "$myhostname")
+    mydestination: list[str] = _p(
+        v.DOMAIN_LIST, "$myhostname, localhost.$mydomain, localhost"
+    )
+    mynetworks: list[str] = _p(v.NETWORKS, "127.0.0.0/8 [::1]/128")
+    # postfix listens on "all"; Roost starts safe, on loopback only
+    inet_interfaces: list[str] = _p(v.INTERFACES, "loopback-only")
+    mail_name: str = _p(v.STRING, "Roost")
+    smtpd_banner: str = _p(v.STRING, "$myhostname ESMTP $mail_name")
+
+    # where things live (Roost's: everything under data_directory)
+    data_directory: Path = _p(v.PATH, _default_data_directory)
+    queue_directory: Path = _p(v.PATH, "$data_directory/queue")
+    mailbox_directory: Path = _p(v.PATH, "$data_directory/mail")
+    users_file: Path = _p(v.PATH, "$data_directory/users")
+    alias_maps: list[str] = _p(v.TABLES, "hash:$data_directory/aliases")
+    recipient_delimiter: str = _p(v.DELIMITER, "+")
+    log_level: str = _p(v.LOG_LEVEL, "info")
+
+    # listeners (Roost's); "none" turns one off
+    smtp_port: int | None = _p(v.PORT, "25")
+    submission_port: int | None = _p(v.PORT, "587")
+    smtps_port: int | None = _p(v.PORT, "465")
+    imap_port: int | None = _p(v.PORT, "143")
+    imaps_port: int | None = _p(v.PORT, "993")
+    pop3_port: int | None = _p(v.PORT, "110")
+    pop3s_port: int | None = _p(v.PORT, "995")
+    tls_cert_file: Path | None = _p(v.OPTIONAL_PATH, "")
+    # as postfix's smtpd_tls_key_file: the key may sit in the cert file
+    tls_key_file: Path | None = _p(v.OPTIONAL_PATH, "$tls_cert_file")
+
+    # limits and timeouts
+    message_size_limit: int = _p(v.integer(0), "10240000")
+    smtpd_recipient_limit: int = _p(v.integer(1), "1000")
+    smtpd_client_connection_count_limit: int = _p(v.integer(0), "50")
+    smtpd_timeout: int = _p(v.time("s"), "300s")
+    imap_idle_timeout: int = _p(v.time("s"), "1800s")
+    pop3_timeout: int = _p(v.time("s"), "600s")
+
+    # queue and bounces
+    queue_run_delay: int = _p(v.time("s"), "300s")
+    minimal_backoff_time: int = _p(v.time("s"), "300s")
+    maximal_backoff_time: int = _p(v.time("s"), "4000s")
+    maximal_queue_lifetime: int = _p(v.time("d"), "5d")
+    bounce_queue_lifetime: int = _p(v.time("d"), "5d")
+    delay_warning_time: int = _p(v.time("h"), "0h")
+    bounce_notice_recipient: str = _p(v.STRING, "postmaster")
+    double_bounce_notice_recipient: str = _p(
+        v.STRING, "postmaster", name="2bounce_notice_recipient"
+    )
+
+    # relay control and smtpd policy
+    relay_domains: list[str] = _p(v.DOMAIN_LIST, "")
+    smtpd_client_restrictions: list[str] = _p(v.RESTRICTIONS, "")
+    smtpd_helo_restrictions: list[str] = _p(v.RESTRICTIONS, "")
+    smtpd_sender_restrictions: list[str] = _p(v.RESTRICTIONS, "")
+    smtpd_relay_restrictions: list[str] = _p(
+        v.RESTRICTIONS,
+        "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+    )
+    smtpd_recipient_restrictions: list[str] = _p(v.RESTRICTIONS, "")
+    smtpd_data_restrictions: list[str] = _p(v.RESTRICTIONS, "")
+    # Roost has no master.cf where postfix turns AUTH on for submission,
+    # so AUTH is on by default, and offered only over TLS (loopback
+    # excepted, in the services).
+    smtpd_sasl_auth_enable: bool = _p(v.BOOLEAN, "yes")
+    smtpd_tls_auth_only: bool = _p(v.BOOLEAN, "yes")
+    smtpd_sender_login_maps: list[str] = _p(v.TABLES, "")
+    smtputf8_enable: bool = _p(v.BOOLEAN, "yes")
+    virtual_mailbox_domains: list[str] = _p(v.DOMAIN_LIST, "")
+    virtual_alias_maps: list[str] = _p(v.TABLES, "")
+
+    # outbound delivery
+    relayhost: str = _p(v.RELAYHOST, "")
+    transport_maps: list[str] = _p(v.TABLES, "")
+    smtp_bind_address: str = _p(v.OPTIONAL_ADDRESS, "")
+    smtp_helo_name: str = _p(v.HOSTNAME, "$myhostname")
+    smtp_connect_timeout: int = _p(v.time("s"), "30s")
+    smtp_tls_security_level: str = _p(v.TLS_LEVEL, "may")
+    default_destination_concurrency_limit: int = _p(v.integer(1), "20")
+    dns_resolver: list[str] = _p(v.RESOLVERS, "")
+
+    # not parameters: where the settings came from
+    config_file: Path | None = None
+    warnings: tuple[str, ...] = ()
+    explicit: Mapping[str, str] = field(default_factory=dict, repr=False)
+    defaults: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def get(self, name: str) -> object:
+        """The typed value of the parameter called name (postfix spelling)."""
+        return getattr(self, _FIELD_OF[name])
+
+    def show(self, non_default_only: bool = False) -> list[str]:
+        """`name = value` lines sorted by name, as postconf prints them.
+
+        Values are shown unexpanded, as written (postconf, postconf -n);
+        non_default_only keeps only the parameters set in the file.
+        """
+        lines = []
+        for name in sorted(_FIELD_OF):
+            if name in self.explicit:
+                text = self.explicit[name]
+            elif non_default_only:
+                continue
+            else:
+                text = self.defaults[name]
+            lines.append(f"{name} = {text}".rstrip())
+        return lines
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with typed values changed (for tests and tools)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _rows() -> dict[str, dataclasses.Field[Any]]:
+    rows = {}
+    for f in dataclasses.fields(Settings):
+        if "kind" in f.metadata:
+            rows[f.metadata["name"] or f.name] = f
+    return rows
+
+
+PARAMETERS: dict[str, dataclasses.Field[Any]] = _rows()
+_FIELD_OF = {name: f.name for name, f in PARAMETERS.items()}
+
+
+def parameter_names() -> list[str]:
+    """Every parameter Roost knows, sorted."""
+    return sorted(PARAMETERS)
+
+
+class _Builder:
+    """Expand and convert the parameters of one configuration."""
+
+    def __init__(
+        self,
+        entries: list[Entry],
+        base_dir: Path,
+        config_file: Path | None,
+        errors: list[str],
+    ) -> None:
+        self.entries = {e.name: e for e in entries}
+        self.base_dir = base_dir
+        self.config_file = config_file
+        self.errors = list(errors)
+        self.warnings: list[str] = []
+        self.defaults: dict[str, str] = {}
+        self.expanded: dict[str, str] = {}
+        self.expanding: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        """The unexpanded text of name, from the file or the default."""
+        if name in self.entries:
+            return self.entries[name].value
+        if name not in PARAMETERS:
+            return None
+        if name not in self.defaults:
+            default = PARAMETERS[name].metadata["default"]
+            text = default if isinstance(default, str) else default(self.lookup)
+            self.defaults[name] = text
+        return self.defaults[name]
+
+    def lookup(self, name: str) -> str:
+        """The expanded text of name; raises ConfigSyntaxError on a loop."""
+        if name in self.expanded:
+            return self.expanded[name]
+        if name in self.expanding:
+            chain = " -> ".join([*self.expanding, name])
+            raise ConfigSyntaxError(f"recursive expansion: {chain}")
+
+        raw = self.raw(name)
+        if raw is None:
+            # postfix expands an undefined name to nothing
+            return ""
+        self.expanding.append(name)
+        try:
+            text = expand(raw, self.lookup)
+        finally:
+            self.expanding.pop()
+        self.expanded[name] = text
+        return text
+
+    def where(self, name: str) -> str:
+        entry = self.entries.get(name)
+        if entry is not None:
+            return entry.where
+        return f"{self.config_file or 'defaults'}: default {name}"
+
+    def convert(self, name: str, *, quiet: bool = False) -> object:
+        kind: v.Kind = PARAMETERS[name].metadata["kind"]
+        try:
+            return kind.convert(self.lookup(name), v.Context(self.base_dir))
+        except (ValueError, ConfigSyntaxError) as exc:
+            message = f"{self.where(name)}: {name}: {exc}"
+            if not quiet or not self.errors:
+                self.errors.append(message)
+            return None
+
+    def build(self) -> Settings:
+        # Convert the file's values first: a bad one makes the defaults
+        # that refer to it fail too, and those echoes are left unsaid.
+        typed: dict[str, Any] = {}
+        for name in sorted(PARAMETERS, key=lambda n: n not in self.entries):
+            quiet = name not in self.entries and bool(self.errors)
+            typed[PARAMETERS[name].name] = self.convert(name, quiet=quiet)
+        self.warn_unknown()
+        if self.errors:
+            raise ConfigError(self.errors)
+
+        self.check_together(typed)
+        if self.errors:
+            raise ConfigError(self.errors)
+
+        for name in PARAMETERS:
+            self.raw(name)
+        explicit = {n: e.value for n, e in self.entries.items() if n in PARAMETERS}
+        return Settings(
+            **typed,
+            config_file=self.config_file,
+            warnings=tuple(self.warnings),
+            explicit=explicit,
+            defaults={n: t for n, t in self.defaults.items()},
+        )
+
+    def warn_unknown(self) -> None:
+        # a name of one's own is fine when another value refers to it
+        used: set[str] = set()
+        for entry in self.entries.values():
+            used |= references(entry.value)
+        for entry in self.entries.values():
+            if entry.name not in PARAMETERS and entry.name not in used:
+                self.warnings.append(f"{entry.where}: unknown parameter {entry.name}")
+
+    def check_together(self, typed: dict[str, Any]) -> None:
+        if typed["minimal_backoff_time"] > typed["maximal_backoff_time"]:
+            self.errors.append(
+                f"{self.where('maximal_backoff_time')}: maximal_backoff_time "
+                "must not be less than minimal_backoff_time"
+            )
+
+        ports: dict[int, str] = {}
+        for name in sorted(PARAMETERS):
+            if not name.endswith("_port") or not typed[_FIELD_OF[name]]:
+                continue
+            port = typed[_FIELD_OF[name]]
+            if port in ports:
+                self.errors.append(
+                    f"{self.where(name)}: {name}: port {port} is also {ports[port]}"
+                )
+            ports[port] = name
+
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = typed[name]
+            if name == "tls_key_file" and path == typed["tls_cert_file"]:
+                continue
+            if path is not None and not path.is_file():
+                self.errors.append(f"{self.where(name)}: {name}: no such file {path}")
+
+
+def build(
+    entries: list[Entry],
+    *,
+    base_dir: Path,
+    config_file: Path | None = None,
+    errors: list[str] | None = None,
+) -> Settings:
+    """Settings from parsed entries; raises ConfigError.
+
+    errors are earlier (syntax) errors to report along with the rest.
+    """
+    builder = _Builder(entries, base_dir, config_file, errors or [])
+    return builder.build()
+
+
+def load_text(
+    text: str, *, filename: str = "main.cf", base_dir: Path | None = None
+) -> Settings:
+    """Settings from main.cf text; relative paths resolve against base_dir."""
+    entries, errors = parse_lines(text, filename)
+    base = base_dir if base_dir is not None else Path.cwd()
+    return build(entries, base_dir=base, errors=errors)
+
+
+def from_values(params: Mapping[str, str], *, base_dir: Path | None = None) -> Settings:
+    """Settings from a name -> text mapping (tests, tools): the same
+    checks as a file, with `<values>` in place of a file name."""
+    entries = [Entry(n, t, "<values>", 0) for n, t in params.items()]
+    base = base_dir if base_dir is not None else Path.cwd()
+    return build(entries, base_dir=base)
+
+
+def config_path(path: str | None) -> Path | None:
+    """The main.cf that load(path) reads, or None for built-in defaults."""
+    chosen = path if path is not None else os.environ.get("ROOST_CONFIG")
+    if not chosen:
+        return None
+    candidate = Path(chosen)
+    if candidate.is_dir():
+        candidate = candidate / "main.cf"
+    return candidate
+
+
+def load(path: str | None = None) -> Settings:
+    """Settings from a main.cf file, or the directory holding it.
+
+    path None means the ROOST_CONFIG environment variable, and without it
+    the built-in defaults. Raises ConfigError with "file:line: message"
+    errors; warnings (unknown parameters) are in `settings.warnings`.
+    Relative paths in the file resolve against the file's directory.
+    """
+    main_cf = config_path(path)
+    if main_cf is None:
+        return build([], base_dir=Path.cwd())
+
+    try:
+        text = main_cf.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{main_cf}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{main_cf}: cannot read: {exc}"]) from None
+
+    entries, errors = parse_lines(text, str(main_cf))
+    base = main_cf.resolve().parent
+    return build(entries, base_dir=base, config_file=main_cf, errors=errors)
