@@ -1,0 +1,477 @@
+"""The durable spool: queue files, their delivery state, the maildrop.
+
+Layout under queue_directory::
+
+    incoming/   queue files being written (removed at start-up)
+    messages/   one immutable queue file per message, named by queue id
+    state/      per-message delivery state (JSON), rewritten atomically
+    maildrop/   files dropped by `sendmail`, picked up by the server
+    public/     qmgr.sock, the server's control socket
+    pid/        master.lock, held by the running server
+
+A message exists while messages/ID exists.  Enqueueing writes the queue
+file into incoming/, fsyncs it, renames it into messages/ and fsyncs that
+directory: only then does `enqueue` return.  One writer thread does all
+of this for every caller (group commit: a batch of files, each fsynced,
+then one directory fsync for the batch), and also the atomic rewrites of
+state files and removals, so the event loop never blocks on the disk.
+
+State files hold what has happened since: which recipients are done (sent
+or bounced), deferral reasons, the next attempt time, hold.  A message
+without a state file has had no attempt yet.  Removal unlinks the queue
+file first, then the state file, so a crash in between leaves an orphan
+state file (removed at start-up), never a message whose progress is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roost.queue.envelope import (
+    Envelope,
+    QueueFileError,
+    decode_queue_file,
+    encode_queue_file,
+    read_envelope,
+)
+from roost.queue.queueid import QueueIdSource, is_queue_id
+
+DIRECTORIES = ("incoming", "messages", "state", "maildrop", "public", "pid")
+_BATCH_MAX = 512
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (renames, unlinks) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Create path (which must not exist) with data, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+@dataclass(slots=True)
+class QueueState:
+    """Delivery progress of one message (the state file).
+
+    ``done`` maps a recipient's index to "sent" or "bounced"; ``reasons``
+    maps a pending recipient's index to its last deferral reason;
+    ``delivered_users`` lists local mailboxes that already hold a copy.
+    """
+
+    hold: bool = False
+    next_attempt: float = 0.0
+    attempts: int = 0
+    warned: bool = False
+    forced_expire: bool = False
+    done: dict[int, str] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)
+    delivered_users: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> QueueState:
+        record: dict[str, Any] = json.loads(raw)
+        record["done"] = {int(k): v for k, v in record.get("done", {}).items()}
+        record["reasons"] = {int(k): v for k, v in record.get("reasons", {}).items()}
+        return cls(**record)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One message as listed by mailq: where it is and what it holds."""
+
+    queue_name: str
+    queue_id: str
+    envelope: Envelope
+    state: QueueState
+    file_size: int
+
+
+class _Job:
+    """Work for the writer thread; `run` names the directories to fsync."""
+
+    def __init__(self) -> None:
+        self.future: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+    def run(self, spool: Spool, dirty: set[Path]) -> str:
+        raise NotImplementedError
+
+
+class _Enqueue(_Job):
+    def __init__(self, envelope: Envelope, data: bytes) -> None:
+        super().__init__()
+        self.envelope = envelope
+        self.data = data
+
+    def run(self, spool: Spool, dirty: set[Path]) -> str:
+        env = self.envelope
+        if not env.queue_id:
+            env.queue_id = spool.new_queue_id()
+        while (spool.messages / env.queue_id).exists():
+            # Only another process's id in the same second can collide.
+            env.queue_id = spool.new_queue_id()
+        tmp = spool.incoming / env.queue_id
+        write_durably(tmp, encode_queue_file(env, self.data))
+        os.rename(tmp, spool.messages / env.queue_id)
+        dirty.add(spool.messages)
+        return env.queue_id
+
+
+class _WriteState(_Job):
+    def __init__(self, queue_id: str, state: QueueState) -> None:
+        super().__init__()
+        self.queue_id = queue_id
+        self.state = state
+
+    def run(self, spool: Spool, dirty: set[Path]) -> str:
+        spool.write_state_now(self.queue_id, self.state, fsync_directory=False)
+        dirty.add(spool.state_dir)
+        return self.queue_id
+
+
+class _Remove(_Job):
+    def __init__(self, queue_id: str, durable: bool) -> None:
+        super().__init__()
+        self.queue_id = queue_id
+        self.durable = durable
+
+    def run(self, spool: Spool, dirty: set[Path]) -> str:
+        spool.remove_now(self.queue_id, fsync_directory=False)
+        if self.durable:
+            dirty.add(spool.messages)
+        return self.queue_id
+
+
+class Spool:
+    """The queue directory; see the module note for the layout.
+
+    Blocking methods (``*_now``, ``read``, ``scan``) are for threads and
+    command-line tools; coroutines go through the writer thread.
+    """
+
+    def __init__(self, queue_directory: Path, *, create: bool = True) -> None:
+        self.root = Path(queue_directory)
+        self.incoming = self.root / "incoming"
+        self.messages = self.root / "messages"
+        self.state_dir = self.root / "state"
+        self.maildrop = self.root / "maildrop"
+        self.socket_path = self.root / "public" / "qmgr.sock"
+        self.lock_path = self.root / "pid" / "master.lock"
+        self._ids = QueueIdSource()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
+        if create:
+            self.ensure()
+
+    def ensure(self) -> None:
+        """Create the queue directories (maildrop open to local users)."""
+        for name in DIRECTORIES:
+            (self.root / name).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def new_queue_id(self) -> str:
+        """A fresh queue id (assigned when an SMTP transaction opens)."""
+        return self._ids.next()
+
+    def add_listener(self, callback: Callable[[str], None]) -> None:
+        """Call callback(queue_id) on the event loop after each enqueue."""
+        self._listeners.append(callback)
+
+    # -- the writer thread -------------------------------------------------
+
+    async def enqueue(self, envelope: Envelope, data: bytes) -> str:
+        """Write envelope + data durably; return the queue id.
+
+        Returns only after the queue file and its directory entry are
+        fsynced.  envelope.queue_id is used when set (else assigned), and
+        envelope.size is filled in when zero.  Raises OSError when the
+        disk refuses (the caller answers 451 4.3.0).
+        """
+        if not envelope.arrival_time:
+            envelope.arrival_time = time.time()
+        if not envelope.size:
+            envelope.size = len(data)
+        queue_id = await self._submit(_Enqueue(envelope, data))
+        for callback in self._listeners:
+            callback(queue_id)
+        return queue_id
+
+    def enqueue_now(self, envelope: Envelope, data: bytes) -> str:
+        """Blocking enqueue for threads (no listeners are told)."""
+        if not envelope.arrival_time:
+            envelope.arrival_time = time.time()
+        if not envelope.size:
+            envelope.size = len(data)
+        job = _Enqueue(envelope, data)
+        self._start_writer()
+        self._jobs.put(job)
+        return job.future.result()
+
+    async def write_state(self, queue_id: str, state: QueueState) -> None:
+        """Replace the state file of queue_id atomically and durably."""
+        await self._submit(_WriteState(queue_id, state))
+
+    async def remove(self, queue_id: str, *, durable: bool = True) -> None:
+        """Remove a message; durable=False skips the directory fsync.
+
+        Without the fsync a crash may bring the message back; that is safe
+        only when every recipient can be checked for duplicates (local
+        mailboxes), so callers pass durable=True when any went elsewhere.
+        """
+        await self._submit(_Remove(queue_id, durable))
+
+    async def _submit(self, job: _Job) -> str:
+        self._start_writer()
+        self._jobs.put(job)
+        return await asyncio.wrap_future(job.future)
+
+    def _start_writer(self) -> None:
+        with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="roost-spool-writer", daemon=True
+                )
+                self._writer.start()
+
+    def close(self) -> None:
+        """Stop the writer thread after the jobs already submitted."""
+        with self._writer_lock:
+            writer = self._writer
+            self._writer = None
+        if writer is not None and writer.is_alive():
+            self._jobs.put(None)
+            writer.join()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < _BATCH_MAX:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        dirty: set[Path] = set()
+        results: list[tuple[_Job, str | BaseException]] = []
+        for job in batch:
+            try:
+                results.append((job, job.run(self, dirty)))
+            except Exception as exc:  # handed to the waiting caller
+                results.append((job, exc))
+
+        sync_error: OSError | None = None
+        for directory in dirty:
+            try:
+                fsync_dir(directory)
+            except OSError as exc:
+                sync_error = exc
+        for job, result in results:
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            elif sync_error is not None:
+                job.future.set_exception(sync_error)
+            else:
+                job.future.set_result(result)
+
+    # -- blocking file operations -----------------------------------------
+
+    def read(self, queue_id: str) -> tuple[Envelope, bytes]:
+        """The envelope and message of queue_id; raises OSError, QueueFileError."""
+        return decode_queue_file((self.messages / queue_id).read_bytes())
+
+    def read_envelope(self, queue_id: str) -> Envelope:
+        return read_envelope(str(self.messages / queue_id))
+
+    def read_state(self, queue_id: str) -> QueueState:
+        """The state of queue_id; a fresh state when it has none yet."""
+        try:
+            return QueueState.from_json((self.state_dir / queue_id).read_bytes())
+        except FileNotFoundError:
+            return QueueState()
+        except (ValueError, TypeError):
+            # A torn state file cannot happen (atomic rename); a foreign
+            # one is treated as no progress: local copies are deduplicated.
+            return QueueState()
+
+    def exists(self, queue_id: str) -> bool:
+        return (self.messages / queue_id).exists()
+
+    def write_state_now(
+        self, queue_id: str, state: QueueState, *, fsync_directory: bool = True
+    ) -> None:
+        tmp = self.state_dir / f".{queue_id}.tmp"
+        tmp.unlink(missing_ok=True)
+        write_durably(tmp, state.to_json())
+        os.rename(tmp, self.state_dir / queue_id)
+        if fsync_directory:
+            fsync_dir(self.state_dir)
+
+    def remove_now(self, queue_id: str, *, fsync_directory: bool = True) -> bool:
+        """Unlink the queue file, then the state file; False if absent."""
+        try:
+            os.unlink(self.messages / queue_id)
+        except FileNotFoundError:
+            found = False
+        else:
+            found = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.state_dir / queue_id)
+        if fsync_directory and found:
+            fsync_dir(self.messages)
+        return found
+
+    def queue_ids(self) -> list[str]:
+        """Ids of every message in the queue, oldest first."""
+        return sorted(
+            entry.name for entry in os.scandir(self.messages) if is_queue_id(entry.name)
+        )
+
+    def recover(self) -> None:
+        """Clean up after a crash: half-written files, orphan state files."""
+        for entry in os.scandir(self.incoming):
+            os.unlink(entry.path)
+        present = set(self.queue_ids())
+        for entry in os.scandir(self.state_dir):
+            if entry.name.startswith(".") or entry.name not in present:
+                os.unlink(entry.path)
+
+    def queue_name(self, state: QueueState, *, active: bool = False) -> str:
+        """postfix's queue name for a message in this state."""
+        if state.hold:
+            return "hold"
+        if active or state.attempts == 0:
+            return "active"
+        return "deferred"
+
+    def scan(self, active_ids: frozenset[str] = frozenset()) -> Iterator[QueueEntry]:
+        """Every message (then every maildrop file) for mailq, oldest first."""
+        for queue_id in self.queue_ids():
+            try:
+                envelope = self.read_envelope(queue_id)
+                size = (self.messages / queue_id).stat().st_size
+            except (OSError, QueueFileError):
+                continue
+            state = self.read_state(queue_id)
+            name = self.queue_name(state, active=queue_id in active_ids)
+            yield QueueEntry(name, queue_id, envelope, state, size)
+        for name in self.maildrop_names():
+            path = self.maildrop / name
+            try:
+                envelope = read_envelope(str(path))
+                size = path.stat().st_size
+            except (OSError, QueueFileError):
+                continue
+            yield QueueEntry("maildrop", name, envelope, QueueState(), size)
+
+    # -- the maildrop -----------------------------------------------------
+
+    def drop(self, envelope: Envelope, data: bytes) -> str:
+        """Write a message into the maildrop durably (used by sendmail).
+
+        Works without a running server; the file name is a queue id which
+        the server keeps when it picks the file up.
+        """
+        if not envelope.arrival_time:
+            envelope.arrival_time = time.time()
+        envelope.size = len(data)
+        raw = encode_queue_file(envelope, data)
+        while True:
+            name = self.new_queue_id()
+            tmp = self.maildrop / f".{name}.tmp"
+            write_durably(tmp, raw)
+            try:
+                os.link(tmp, self.maildrop / name)
+            except FileExistsError:
+                tmp.unlink()
+                continue
+            tmp.unlink()
+            fsync_dir(self.maildrop)
+            return name
+
+    def maildrop_names(self) -> list[str]:
+        """Complete maildrop files waiting for pickup, oldest first."""
+        try:
+            entries = os.scandir(self.maildrop)
+        except FileNotFoundError:
+            return []
+        with entries:
+            return sorted(e.name for e in entries if is_queue_id(e.name))
+
+    # -- the master lock --------------------------------------------------
+
+    def try_lock(self) -> int | None:
+        """Take the exclusive queue lock; the fd, or None when it is held.
+
+        The running server holds it for its whole life; command-line
+        tools hold it while they change files with no server running.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            raise
+        return fd
+
+    def lock(self, timeout_s: float = 10.0) -> int:
+        """Wait up to timeout_s for the queue lock; raises TimeoutError."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            fd = self.try_lock()
+            if fd is not None:
+                return fd
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"queue {self.root} is locked by another process")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    @staticmethod
+    def unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
