@@ -1,0 +1,44 @@
+"""What one delivery attempt did for one recipient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SENT = "sent"
+DEFERRED = "deferred"
+BOUNCED = "bounced"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """The outcome for one recipient of one attempt.
+
+    ``status`` is sent, deferred or bounced; ``dsn`` the enhanced status
+    code (RFC 3463); ``reason`` the text for the log, mailq and the DSN;
+    ``diagnostic`` the DSN Diagnostic-Code (``smtp; 550 5.1.1 ...``) when a
+    remote server answered; ``remote_mta`` its name.
+    """
+
+    address: str
+    status: str
+    dsn: str
+    reason: str
+    relay: str = ""
+    diagnostic: str = ""
+    remote_mta: str = ""
+
+    @classmethod
+    def sent(cls, address: str, reason: str, relay: str = "") -> RecipientResult:
+        return cls(address, SENT, "2.0.0", reason, relay)
+
+    @classmethod
+    def deferred(
+        cls, address: str, reason: str, dsn: str = "4.0.0", relay: str = ""
+    ) -> RecipientResult:
+        return cls(address, DEFERRED, dsn, reason, relay)
+
+    @classmethod
+    def bounced(
+        cls, address: str, reason: str, dsn: str = "5.0.0", relay: str = ""
+    ) -> RecipientResult:
+        return cls(address, BOUNCED, dsn, reason, relay)
