@@ -218,6 +218,8 @@ class Outcome:
     dsn: str
     text: str
     reply: Reply | None = None
+    # the command whose reply decided it, in postfix's words for logs
+    command: str = ""
 
     @property
     def status_class(self) -> int:
@@ -269,6 +271,9 @@ class TransactionDone:
     outcomes: tuple[Outcome, ...]
     # True when the server took the message for at least one recipient.
     delivered: bool
+    # True once the message body was written: trying another host for
+    # an undecided recipient could then deliver the message twice.
+    data_sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +396,12 @@ class SmtpClient:
         self.phase = Phase.QUIT
         self._send("QUIT", b"QUIT", self._on_quit)
 
+    def abort(self, error: str) -> None:
+        """The caller gave up on the peer (timeout, TLS failure): the
+        session is FAILED and open recipients are deferred."""
+        if self.phase not in (Phase.CLOSED, Phase.FAILED):
+            self._fail(error)
+
     # Internals used by _Transaction.
 
     def _send(self, verb: str, line: bytes, handler: _Handler) -> None:
@@ -499,6 +510,7 @@ class _Transaction:
     final: dict[int, Outcome] = field(default_factory=dict)
     next_rcpt: int = 0
     awaiting_dot: list[int] = field(default_factory=list)
+    data_sent: bool = False
 
     @property
     def pipelined(self) -> bool:
@@ -559,7 +571,7 @@ class _Transaction:
     def _on_data(self, reply: Reply) -> None:
         accepted = self._accepted()
         if reply.code != 354:
-            self._give(accepted, reply)
+            self._give(accepted, reply, "DATA")
             self._finish_failed()
             return
         if not accepted:
@@ -570,6 +582,7 @@ class _Transaction:
             return
 
         payload = dot_stuff(self.message.data)
+        self.data_sent = True
         if self.client.is_lmtp:
             # RFC 2033 4.2: one reply per accepted RCPT, in RCPT order.
             self.awaiting_dot = list(accepted)
@@ -580,20 +593,21 @@ class _Transaction:
             self.client._send_raw(payload, "DOT", self._on_dot)
 
     def _on_dot(self, reply: Reply) -> None:
-        self._give(self._accepted(), reply)
+        self._give(self._accepted(), reply, "end of DATA")
         self._finish(delivered=reply.is_positive)
 
     def _on_lmtp_dot(self, reply: Reply) -> None:
         index = self.awaiting_dot.pop(0)
-        self._give([index], reply)
+        self._give([index], reply, "end of DATA")
         if not self.awaiting_dot:
             delivered = any(o.status_class == 2 for o in self.final.values())
             self._finish(delivered)
 
-    def _give(self, indexes: list[int], reply: Reply) -> None:
+    def _give(self, indexes: list[int], reply: Reply, command: str) -> None:
         for index in indexes:
             address = self.message.recipients[index].address
-            self.final[index] = Outcome(address, reply.dsn, reply.text(), reply)
+            outcome = Outcome(address, reply.dsn, reply.text(), reply, command)
+            self.final[index] = outcome
 
     def _finish_failed(self) -> None:
         # RFC 5321 4.1.1.5: RSET so the session is clean for reuse.
@@ -606,7 +620,8 @@ class _Transaction:
 
     def _finish(self, delivered: bool) -> None:
         outcomes = self._outcomes(DSN_PROTOCOL_ERROR, "no reply for recipient")
-        self.client._transaction_done(TransactionDone(outcomes, delivered))
+        done = TransactionDone(outcomes, delivered, self.data_sent)
+        self.client._transaction_done(done)
 
     def abort(self, text: str) -> None:
         """The connection broke: recipients without a final reply are
@@ -615,7 +630,8 @@ class _Transaction:
         outcomes = self._outcomes(DSN_LOST_CONNECTION, text)
         delivered = any(o.status_class == 2 for o in outcomes)
         self.client._transaction = None
-        self.client._events.append(TransactionDone(outcomes, delivered))
+        done = TransactionDone(outcomes, delivered, self.data_sent)
+        self.client._events.append(done)
 
     def _outcomes(self, dsn: str, text: str) -> tuple[Outcome, ...]:
         # A recipient is decided by its final reply, else by the first
@@ -627,10 +643,12 @@ class _Transaction:
         return tuple(outcomes)
 
     def _refusal(self, index: int) -> Outcome | None:
-        for reply in (self.mail_reply, self.rcpt_replies[index]):
+        commands = ("MAIL FROM", "RCPT TO")
+        replies = (self.mail_reply, self.rcpt_replies[index])
+        for command, reply in zip(commands, replies, strict=True):
             if reply is not None and not reply.is_positive:
                 address = self.message.recipients[index].address
-                return Outcome(address, reply.dsn, reply.text(), reply)
+                return Outcome(address, reply.dsn, reply.text(), reply, command)
         return None
 
 
