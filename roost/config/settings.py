@@ -278,6 +278,10 @@ class _Builder:
             return entry.where
         return f"{self.config_file or 'defaults'}: default {name}"
 
+    def _file_order(self, name: str) -> tuple[bool, int]:
+        entry = self.entries.get(name)
+        return (entry is None, entry.line if entry else 0)
+
     def convert(self, name: str, *, quiet: bool = False) -> object:
         kind: v.Kind = PARAMETERS[name].metadata["kind"]
         try:
@@ -292,7 +296,7 @@ class _Builder:
         # Convert the file's values first: a bad one makes the defaults
         # that refer to it fail too, and those echoes are left unsaid.
         typed: dict[str, Any] = {}
-        for name in sorted(PARAMETERS, key=lambda n: n not in self.entries):
+        for name in sorted(PARAMETERS, key=self._file_order):
             quiet = name not in self.entries and bool(self.errors)
             typed[PARAMETERS[name].name] = self.convert(name, quiet=quiet)
         self.warn_unknown()
