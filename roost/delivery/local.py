@@ -32,7 +32,7 @@ from roost.config.settings import Settings
 from roost.delivery.aliases import AliasTable, alias_paths, split_values
 from roost.mailstore import maildir
 from roost.queue.envelope import Envelope
-from roost.queue.result import BOUNCED, DEFERRED, RecipientResult
+from roost.queue.result import BOUNCED, DEFERRED, RecipientResult, format_delay
 
 log = logging.getLogger("roost.local")
 
@@ -311,14 +311,6 @@ class _Attempt:
     forwards: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
     failures: list[RecipientResult] = field(default_factory=list)
-
-
-def format_delay(seconds: float) -> str:
-    """A delay as postfix logs it: 0.01 resolution, whole seconds past 10."""
-    if seconds >= 10:
-        return str(int(seconds))
-    text = f"{max(seconds, 0.0):.2f}".rstrip("0").rstrip(".")
-    return text or "0"
 
 
 def _header_section(data: bytes) -> bytes:

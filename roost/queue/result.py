@@ -42,3 +42,11 @@ class RecipientResult:
         cls, address: str, reason: str, dsn: str = "5.0.0", relay: str = ""
     ) -> RecipientResult:
         return cls(address, BOUNCED, dsn, reason, relay)
+
+
+def format_delay(seconds: float) -> str:
+    """A delay as postfix logs it: 0.01 resolution, whole seconds past 10."""
+    if seconds >= 10:
+        return str(int(seconds))
+    text = f"{max(seconds, 0.0):.2f}".rstrip("0").rstrip(".")
+    return text or "0"
