@@ -5,6 +5,7 @@
     roost [-c PATH] user list
     roost [-c PATH] config check
     roost [-c PATH] config show [-n] [NAME...]
+    roost [-c PATH] config describe [--markdown]
     roost [-c PATH] newaliases
 
 PATH (or ROOST_CONFIG) is a main.cf file or the directory holding it, as
@@ -118,6 +119,10 @@ def _add_config_commands(
         help="only parameters set in main.cf",
     )
     show.add_argument("names", nargs="*", metavar="NAME")
+    describe = actions.add_parser(
+        "describe", parents=[config], help="list parameters with their meaning"
+    )
+    describe.add_argument("--markdown", action="store_true", help="as a Markdown table")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +315,12 @@ def _config_show(args: argparse.Namespace, path: str | None) -> int:
     return EXIT_OK
 
 
+def _config_describe(args: argparse.Namespace, path: str | None) -> int:
+    for line in _settings(path).describe(markdown=args.markdown):
+        print(line)
+    return EXIT_OK
+
+
 def _newaliases(args: argparse.Namespace, path: str | None) -> int:
     settings = _settings(path)
     aliases = importlib.import_module("roost.delivery.aliases")
@@ -335,6 +346,7 @@ _HANDLERS: dict[tuple[str, str | None], _Handler] = {
     ("user", "list"): _user_list,
     ("config", "check"): _config_check,
     ("config", "show"): _config_show,
+    ("config", "describe"): _config_describe,
 }
 
 

@@ -2,12 +2,13 @@
 
 `Settings` is the table. Each parameter is one field row,
 
-    smtpd_timeout: int = _p(v.time("s"), "300s")
+    smtpd_timeout: int = _p(v.time("s"), "300s", "SMTP idle timeout")
 
-giving its type, its kind (how text becomes a value, `values.py`) and its
+giving its type, its kind (how text becomes a value, `values.py`), its
 default as postfix would print it (`postconf -d`), `$` references and
-all; a default that must be computed (the host name) is a function of
-the other parameters' expanded values. To add a parameter, add a row.
+all, and a line of help; a default that must be computed (the host
+name) is a function of the other parameters' expanded values. To add a
+parameter, add a row.
 
 Loading runs in three steps: parse the file into entries
 (`syntax.py`), expand every known parameter's text (the file's value or
@@ -78,9 +79,10 @@ def _default_data_directory(get: Callable[[str], str]) -> str:
     return str(Path.home() / ".local" / "share" / "roost")
 
 
-def _p(kind: v.Kind, default: Default, *, name: str = "") -> Any:
+def _p(kind: v.Kind, default: Default, doc: str, *, name: str = "") -> Any:
     """One parameter row; name is given only when it is no Python name."""
-    return field(metadata={"kind": kind, "default": default, "name": name})
+    metadata = {"kind": kind, "default": default, "doc": doc, "name": name}
+    return field(metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,89 +90,167 @@ class Settings:
     """Every Roost parameter, typed; build with `load` or `from_values`."""
 
     # identity (postfix names and defaults)
-    myhostname: str = _p(v.HOSTNAME, _default_hostname)
-    mydomain: str = _p(v.HOSTNAME, _default_mydomain)
-    myorigin: str = _p(v.HOSTNAME, "$myhostname")
-    mydestination: list[str] = _p(
-        v.DOMAIN_LIST, "$myhostname, localhost.$mydomain, localhost"
+    myhostname: str = _p(
+        v.HOSTNAME, _default_hostname, "this host's name (from the system)"
     )
-    mynetworks: list[str] = _p(v.NETWORKS, "127.0.0.0/8 [::1]/128")
+    mydomain: str = _p(
+        v.HOSTNAME, _default_mydomain, "myhostname minus its first label"
+    )
+    myorigin: str = _p(
+        v.HOSTNAME, "$myhostname", "domain added to unqualified sender addresses"
+    )
+    mydestination: list[str] = _p(
+        v.DOMAIN_LIST,
+        "$myhostname, localhost.$mydomain, localhost",
+        "domains delivered to local users and aliases",
+    )
+    mynetworks: list[str] = _p(
+        v.NETWORKS, "127.0.0.0/8 [::1]/128", "trusted clients (may relay)"
+    )
     # postfix listens on "all"; Roost starts safe, on loopback only
-    inet_interfaces: list[str] = _p(v.INTERFACES, "loopback-only")
-    mail_name: str = _p(v.STRING, "Roost")
-    smtpd_banner: str = _p(v.STRING, "$myhostname ESMTP $mail_name")
+    inet_interfaces: list[str] = _p(
+        v.INTERFACES,
+        "loopback-only",
+        "addresses to listen on: all, loopback-only or addresses",
+    )
+    mail_name: str = _p(v.STRING, "Roost", "the name in banners and bounces")
+    smtpd_banner: str = _p(
+        v.STRING, "$myhostname ESMTP $mail_name", "text after 220 in the greeting"
+    )
 
     # where things live (Roost's: everything under data_directory)
-    data_directory: Path = _p(v.PATH, _default_data_directory)
-    queue_directory: Path = _p(v.PATH, "$data_directory/queue")
-    mailbox_directory: Path = _p(v.PATH, "$data_directory/mail")
-    users_file: Path = _p(v.PATH, "$data_directory/users")
-    alias_maps: list[str] = _p(v.TABLES, "hash:$data_directory/aliases")
-    recipient_delimiter: str = _p(v.DELIMITER, "+")
-    log_level: str = _p(v.LOG_LEVEL, "info")
+    data_directory: Path = _p(
+        v.PATH,
+        _default_data_directory,
+        "Roost's files (/var/lib/roost as root, else ~/.local/share/roost)",
+    )
+    queue_directory: Path = _p(v.PATH, "$data_directory/queue", "the mail queue")
+    mailbox_directory: Path = _p(
+        v.PATH, "$data_directory/mail", "user U's mail is in U/Maildir under it"
+    )
+    users_file: Path = _p(
+        v.PATH, "$data_directory/users", "dovecot-style passwd-file of users"
+    )
+    alias_maps: list[str] = _p(
+        v.TABLES, "hash:$data_directory/aliases", "/etc/aliases-format files"
+    )
+    recipient_delimiter: str = _p(
+        v.DELIMITER, "+", "separates user and extension (user+tag); empty: off"
+    )
+    log_level: str = _p(v.LOG_LEVEL, "info", "debug, info, warning or error")
 
-    # listeners (Roost's); "none" turns one off
-    smtp_port: int | None = _p(v.PORT, "25")
-    submission_port: int | None = _p(v.PORT, "587")
-    smtps_port: int | None = _p(v.PORT, "465")
-    imap_port: int | None = _p(v.PORT, "143")
-    imaps_port: int | None = _p(v.PORT, "993")
-    pop3_port: int | None = _p(v.PORT, "110")
-    pop3s_port: int | None = _p(v.PORT, "995")
-    tls_cert_file: Path | None = _p(v.OPTIONAL_PATH, "")
+    # listeners (Roost's); "none" turns one off, 0 picks a free port
+    smtp_port: int | None = _p(v.PORT, "25", "SMTP (MX) port")
+    submission_port: int | None = _p(v.PORT, "587", "submission, STARTTLS")
+    smtps_port: int | None = _p(v.PORT, "465", "submission, implicit TLS")
+    imap_port: int | None = _p(v.PORT, "143", "IMAP, STARTTLS")
+    imaps_port: int | None = _p(v.PORT, "993", "IMAP, implicit TLS")
+    pop3_port: int | None = _p(v.PORT, "110", "POP3, STLS")
+    pop3s_port: int | None = _p(v.PORT, "995", "POP3, implicit TLS")
+    tls_cert_file: Path | None = _p(
+        v.OPTIONAL_PATH, "", "PEM certificate chain; empty: self-signed"
+    )
     # as postfix's smtpd_tls_key_file: the key may sit in the cert file
-    tls_key_file: Path | None = _p(v.OPTIONAL_PATH, "$tls_cert_file")
+    tls_key_file: Path | None = _p(v.OPTIONAL_PATH, "$tls_cert_file", "PEM private key")
 
     # limits and timeouts
-    message_size_limit: int = _p(v.integer(0), "10240000")
-    smtpd_recipient_limit: int = _p(v.integer(1), "1000")
-    smtpd_client_connection_count_limit: int = _p(v.integer(0), "50")
-    smtpd_timeout: int = _p(v.time("s"), "300s")
-    imap_idle_timeout: int = _p(v.time("s"), "1800s")
-    pop3_timeout: int = _p(v.time("s"), "600s")
+    message_size_limit: int = _p(
+        v.integer(0), "10240000", "largest message in bytes; 0: no limit"
+    )
+    smtpd_recipient_limit: int = _p(v.integer(1), "1000", "recipients per message")
+    smtpd_client_connection_count_limit: int = _p(
+        v.integer(0), "50", "sessions per client address; 0: no limit"
+    )
+    smtpd_timeout: int = _p(v.time("s"), "300s", "SMTP idle timeout")
+    imap_idle_timeout: int = _p(v.time("s"), "1800s", "IMAP idle timeout")
+    pop3_timeout: int = _p(v.time("s"), "600s", "POP3 idle timeout")
 
     # queue and bounces
-    queue_run_delay: int = _p(v.time("s"), "300s")
-    minimal_backoff_time: int = _p(v.time("s"), "300s")
-    maximal_backoff_time: int = _p(v.time("s"), "4000s")
-    maximal_queue_lifetime: int = _p(v.time("d"), "5d")
-    bounce_queue_lifetime: int = _p(v.time("d"), "5d")
-    delay_warning_time: int = _p(v.time("h"), "0h")
-    bounce_notice_recipient: str = _p(v.STRING, "postmaster")
+    queue_run_delay: int = _p(
+        v.time("s"), "300s", "how often the deferred queue is scanned"
+    )
+    minimal_backoff_time: int = _p(v.time("s"), "300s", "shortest wait before a retry")
+    maximal_backoff_time: int = _p(v.time("s"), "4000s", "longest wait before a retry")
+    maximal_queue_lifetime: int = _p(
+        v.time("d"), "5d", "deferred mail older than this bounces"
+    )
+    bounce_queue_lifetime: int = _p(
+        v.time("d"), "5d", "the same for bounces (then dropped)"
+    )
+    delay_warning_time: int = _p(
+        v.time("h"), "0h", "send a delay notice after this long; 0: never"
+    )
+    bounce_notice_recipient: str = _p(v.STRING, "postmaster", "who gets bounce notices")
     double_bounce_notice_recipient: str = _p(
-        v.STRING, "postmaster", name="2bounce_notice_recipient"
+        v.STRING,
+        "postmaster",
+        "who gets undeliverable bounces",
+        name="2bounce_notice_recipient",
     )
 
     # relay control and smtpd policy
-    relay_domains: list[str] = _p(v.DOMAIN_LIST, "")
-    smtpd_client_restrictions: list[str] = _p(v.RESTRICTIONS, "")
-    smtpd_helo_restrictions: list[str] = _p(v.RESTRICTIONS, "")
-    smtpd_sender_restrictions: list[str] = _p(v.RESTRICTIONS, "")
+    relay_domains: list[str] = _p(
+        v.DOMAIN_LIST, "", "other domains we accept mail for and relay"
+    )
+    smtpd_client_restrictions: list[str] = _p(v.RESTRICTIONS, "", "checks at connect")
+    smtpd_helo_restrictions: list[str] = _p(v.RESTRICTIONS, "", "checks at HELO")
+    smtpd_sender_restrictions: list[str] = _p(v.RESTRICTIONS, "", "checks at MAIL FROM")
     smtpd_relay_restrictions: list[str] = _p(
         v.RESTRICTIONS,
         "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+        "relay checks at RCPT TO",
     )
-    smtpd_recipient_restrictions: list[str] = _p(v.RESTRICTIONS, "")
-    smtpd_data_restrictions: list[str] = _p(v.RESTRICTIONS, "")
+    smtpd_recipient_restrictions: list[str] = _p(
+        v.RESTRICTIONS, "", "more checks at RCPT TO"
+    )
+    smtpd_data_restrictions: list[str] = _p(v.RESTRICTIONS, "", "checks at DATA")
     # Roost has no master.cf where postfix turns AUTH on for submission,
     # so AUTH is on by default, and offered only over TLS (loopback
     # excepted, in the services).
-    smtpd_sasl_auth_enable: bool = _p(v.BOOLEAN, "yes")
-    smtpd_tls_auth_only: bool = _p(v.BOOLEAN, "yes")
-    smtpd_sender_login_maps: list[str] = _p(v.TABLES, "")
-    smtputf8_enable: bool = _p(v.BOOLEAN, "yes")
-    virtual_mailbox_domains: list[str] = _p(v.DOMAIN_LIST, "")
-    virtual_alias_maps: list[str] = _p(v.TABLES, "")
+    smtpd_sasl_auth_enable: bool = _p(v.BOOLEAN, "yes", "offer SMTP AUTH")
+    smtpd_tls_auth_only: bool = _p(
+        v.BOOLEAN, "yes", "AUTH only over TLS (loopback excepted)"
+    )
+    smtpd_sender_login_maps: list[str] = _p(
+        v.TABLES, "", "tables of sender address -> users who may use it"
+    )
+    smtputf8_enable: bool = _p(v.BOOLEAN, "yes", "offer SMTPUTF8 (RFC 6531)")
+    virtual_mailbox_domains: list[str] = _p(
+        v.DOMAIN_LIST, "", "domains whose users are name@domain"
+    )
+    virtual_alias_maps: list[str] = _p(
+        v.TABLES, "", "tables of address -> addresses (@domain: catch-all)"
+    )
+    # postfix allows both from "alias, forward"; Roost runs no commands
+    # unless told (case 009) and writes files only for aliases
+    allow_mail_to_commands: list[str] = _p(
+        v.DELIVERY_CLASSES, "", "where |command targets are allowed"
+    )
+    allow_mail_to_files: list[str] = _p(
+        v.DELIVERY_CLASSES, "alias", "where /file targets are allowed"
+    )
 
     # outbound delivery
-    relayhost: str = _p(v.RELAYHOST, "")
-    transport_maps: list[str] = _p(v.TABLES, "")
-    smtp_bind_address: str = _p(v.OPTIONAL_ADDRESS, "")
-    smtp_helo_name: str = _p(v.HOSTNAME, "$myhostname")
-    smtp_connect_timeout: int = _p(v.time("s"), "30s")
-    smtp_tls_security_level: str = _p(v.TLS_LEVEL, "may")
-    default_destination_concurrency_limit: int = _p(v.integer(1), "20")
-    dns_resolver: list[str] = _p(v.RESOLVERS, "")
+    relayhost: str = _p(
+        v.RELAYHOST, "", "send all outbound mail here: host, [host]:port"
+    )
+    transport_maps: list[str] = _p(
+        v.TABLES, "", "tables of domain -> next hop (smtp:, lmtp:, error:)"
+    )
+    smtp_bind_address: str = _p(
+        v.OPTIONAL_ADDRESS, "", "source address for outbound SMTP"
+    )
+    smtp_helo_name: str = _p(v.HOSTNAME, "$myhostname", "our name in EHLO")
+    smtp_connect_timeout: int = _p(v.time("s"), "30s", "outbound connect timeout")
+    smtp_tls_security_level: str = _p(
+        v.TLS_LEVEL, "may", "outbound TLS: none, may, encrypt, verify, ..."
+    )
+    default_destination_concurrency_limit: int = _p(
+        v.integer(1), "20", "parallel deliveries per destination"
+    )
+    dns_resolver: list[str] = _p(
+        v.RESOLVERS, "", "resolvers to ask (ip or ip:port); empty: system's"
+    )
 
     # not parameters: where the settings came from
     config_file: Path | None = None
@@ -197,6 +277,24 @@ class Settings:
             else:
                 text = self.defaults[name]
             lines.append(f"{name} = {text}".rstrip())
+        return lines
+
+    def describe(self, markdown: bool = False) -> list[str]:
+        """One line per parameter: name, this host's default, and help.
+
+        markdown gives the rows of a table for the README's reference.
+        """
+        lines = ["| name | default | meaning |", "|---|---|---|"] if markdown else []
+        for name in sorted(PARAMETERS):
+            doc = PARAMETERS[name].metadata["doc"]
+            default = self.defaults.get(name, "")
+            if markdown:
+                shown = f"`{default}`" if default else ""
+                doc = doc.replace("|", "\\|")
+                lines.append(f"| `{name}` | {shown} | {doc} |")
+            else:
+                lines.append(f"{name} = {default}".rstrip())
+                lines.append(f"    {doc}")
         return lines
 
     def replace(self, **changes: object) -> Settings:
@@ -246,6 +344,9 @@ class _Builder:
             return self.entries[name].value
         if name not in PARAMETERS:
             return None
+        return self.default_text(name)
+
+    def default_text(self, name: str) -> str:
         if name not in self.defaults:
             default = PARAMETERS[name].metadata["default"]
             text = default if isinstance(default, str) else default(self.lookup)
@@ -308,7 +409,7 @@ class _Builder:
             raise ConfigError(self.errors)
 
         for name in PARAMETERS:
-            self.raw(name)
+            self.default_text(name)
         explicit = {n: e.value for n, e in self.entries.items() if n in PARAMETERS}
         return Settings(
             **typed,

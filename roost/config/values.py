@@ -371,6 +371,19 @@ def _restrictions(text: str, ctx: Context) -> object:
     return items
 
 
+def _words(*allowed: str) -> Converter:
+    def convert(text: str, ctx: Context) -> object:
+        items = split_list(text.lower())
+        for item in items:
+            if item not in allowed:
+                raise ValueError(
+                    f"bad value {item!r} (use any of: {', '.join(allowed)})"
+                )
+        return items
+
+    return convert
+
+
 STRING = Kind("string", _string)
 BOOLEAN = Kind("boolean", _boolean)
 LIST = Kind("list", _plain_list)
@@ -387,6 +400,7 @@ RESOLVERS = Kind("resolvers", _resolvers)
 OPTIONAL_ADDRESS = Kind("optional address", _address)
 DELIMITER = Kind("delimiter", _delimiter)
 RESTRICTIONS = Kind("restrictions", _restrictions)
+DELIVERY_CLASSES = Kind("classes", _words("alias", "forward", "include"))
 LOG_LEVEL = Kind("log level", _choice("debug", "info", "warning", "error"))
 TLS_LEVEL = Kind(
     "tls level",

@@ -286,3 +286,12 @@ def test_real_command_in_a_subprocess(conf: Path) -> None:
     )
     assert bad.returncode == 1
     assert "missing.cf: no such file" in bad.stderr
+
+
+def test_config_describe(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(monkeypatch, "-c", str(conf), "config", "describe", "--markdown") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| name | default | meaning |"
+    assert any(line.startswith("| `smtp_port` | `25` |") for line in out)

@@ -329,3 +329,30 @@ def test_from_values_and_replace(tmp_path: Path) -> None:
     assert s.replace(smtp_port=2626).smtp_port == 2626
     with pytest.raises(ConfigError):
         from_values({"smtp_port": "x"})
+
+
+def test_delivery_classes() -> None:
+    s = load_text("")
+    assert s.allow_mail_to_commands == []
+    assert s.allow_mail_to_files == ["alias"]
+    s = load_text("allow_mail_to_commands = alias, Forward\n")
+    assert s.allow_mail_to_commands == ["alias", "forward"]
+    with pytest.raises(ConfigError) as info:
+        load_text("allow_mail_to_files = everywhere\n")
+    assert "bad value 'everywhere'" in info.value.errors[0]
+
+
+def test_every_parameter_has_help_and_describe_lists_all() -> None:
+    s = load_text("myhostname = mx.example.test\n")
+    for name, row in config.PARAMETERS.items():
+        assert row.metadata["doc"], name
+    lines = s.describe()
+    names = [line.partition(" =")[0] for line in lines[0::2]]
+    assert names == config.parameter_names()
+    assert all(line.startswith("    ") for line in lines[1::2])
+    # defaults as they apply on this configuration
+    assert "mydomain = example.test" in lines
+    assert "myorigin = $myhostname" in lines
+    table = s.describe(markdown=True)
+    assert len(table) == 2 + len(config.PARAMETERS)
+    assert all(row.count(" | ") == 2 for row in table[2:])
