@@ -35,9 +35,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from roost.delivery.dns import DnsError, Host, MxResolver, to_ascii_domain
-from roost.delivery.local import format_delay
 from roost.delivery.mime7bit import has_8bit, header_has_8bit, to_7bit
-from roost.delivery.transport import LMTP_PORT, SMTP_PORT, NextHop
+from roost.delivery.transport import (
+    LMTP_PORT,
+    SMTP_PORT,
+    NextHop,
+    Router,
+    RouterSettings,
+)
 from roost.protocols.smtp.client import (
     Capabilities,
     Closed,
@@ -53,7 +58,7 @@ from roost.protocols.smtp.client import (
     TransactionDone,
 )
 from roost.queue.envelope import Envelope, Recipient
-from roost.queue.result import RecipientResult
+from roost.queue.result import RecipientResult, format_delay
 
 log = logging.getLogger("roost.smtp")
 
@@ -88,6 +93,10 @@ class TransportSettings(Protocol):
     def default_destination_concurrency_limit(self) -> int: ...
     @property
     def dns_resolver(self) -> list[str]: ...
+
+
+class RouterSettingsAndTransport(TransportSettings, RouterSettings, Protocol):
+    pass
 
 
 # Sans-IO: fitting one message to one peer.
@@ -515,6 +524,11 @@ class SmtpTransport:
         event = await session.next_event()
         if not isinstance(event, TlsReady):
             return _session_failure(session, event)
+        if _buffered_bytes(session.reader):
+            # plaintext that followed the 220 would be read as if it
+            # came over TLS (CVE-2011-0411, client side; RFC 3207 4.2)
+            text = f"protocol error: data after STARTTLS reply from {session.server}"
+            return _HostFailure(DSN_TLS_FAILED, text, session.relay)
         verify = level in ("verify", "secure")
         context = await self._verified_context() if verify else self._unverified
         try:
@@ -745,6 +759,12 @@ def _remote_result(
     )
 
 
+def _buffered_bytes(reader: asyncio.StreamReader) -> int:
+    # StreamReader has no public way to ask what it holds; _buffer has
+    # been its bytearray since Python 3.4 (a missing one reads as 0).
+    return len(getattr(reader, "_buffer", b""))
+
+
 def _unverified_context() -> ssl.SSLContext:
     """Opportunistic TLS (levels may and encrypt): encryption without
     certificate checks, as postfix does at those levels (RFC 7435)."""
@@ -752,3 +772,74 @@ def _unverified_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+class RemoteDelivery:
+    """The queue manager's remote transport.
+
+    `await remote(envelope, data, recipients)` routes each recipient
+    (transport_maps, relayhost, MX), splits them by next hop, runs one
+    SmtpTransport attempt per next hop concurrently and returns one
+    result per recipient in their order. The transport tables are
+    re-read when their files change (checked at most once a second,
+    in a thread)."""
+
+    def __init__(
+        self,
+        settings: RouterSettingsAndTransport,
+        *,
+        transport: SmtpTransport | None = None,
+        router: Router | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport or SmtpTransport(settings)
+        self._router = router
+        self._checked = 0.0
+        self._lock = asyncio.Lock()
+
+    async def __call__(
+        self, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> list[RecipientResult]:
+        router = await self._current_router()
+        groups: dict[NextHop, list[int]] = {}
+        results: dict[int, RecipientResult] = {}
+        for index, recipient in enumerate(recipients):
+            try:
+                nexthop = router.route(recipient.address)
+            except ValueError as error:
+                text = f"mail transport unavailable: {error}"
+                results[index] = RecipientResult.deferred(
+                    recipient.address, text, "4.3.0", "none"
+                )
+                continue
+            groups.setdefault(nexthop, []).append(index)
+
+        async def one_hop(nexthop: NextHop, indexes: list[int]) -> None:
+            batch = [recipients[i] for i in indexes]
+            if nexthop.transport == "local":
+                text = "local transport is not reachable from the smtp client"
+                got = [
+                    RecipientResult.deferred(r.address, text, "4.3.0") for r in batch
+                ]
+            else:
+                got = await self.transport.deliver(envelope, data, batch, nexthop)
+            results.update(zip(indexes, got, strict=True))
+
+        await asyncio.gather(*(one_hop(h, ix) for h, ix in groups.items()))
+        return [results[i] for i in range(len(recipients))]
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def _current_router(self) -> Router:
+        async with self._lock:
+            now = time.monotonic()
+            router = self._router
+            due = router is None or now - self._checked >= 1.0
+            if due and (router is None or await asyncio.to_thread(router.is_stale)):
+                router = await asyncio.to_thread(Router.load, self.settings)
+                self._router = router
+            if due:
+                self._checked = now
+            assert router is not None
+            return router

@@ -339,6 +339,8 @@ class SmtpClient:
         try:
             replies = self._parser.feed(data)
             for reply in replies:
+                if self.phase is Phase.TLS_WAIT:
+                    raise PeerProtocolError("data after STARTTLS reply")
                 self._dispatch(reply)
             self._check_starttls_leftover()
         except PeerProtocolError as error:
@@ -361,7 +363,9 @@ class SmtpClient:
     @property
     def stage(self) -> str:
         """What the session was doing, in postfix's words for logs."""
-        verb = self._pending[0][0] if self._pending else "GREETING"
+        if not self._pending:
+            return ""
+        verb = self._pending[0][0]
         if verb == "GREETING":
             return "receiving the initial server greeting"
         if verb == "DOT":
@@ -376,7 +380,10 @@ class SmtpClient:
         self._send("STARTTLS", b"STARTTLS", self._on_starttls)
 
     def tls_started(self) -> None:
-        """The socket is now TLS: forget what we knew and greet again."""
+        """The socket is now TLS: forget what we knew and greet again.
+
+        The caller must first make sure no plaintext byte that arrived
+        after the 220 is left in its own buffers (RFC 3207 4.2)."""
         self._require("tls_started")
         self.capabilities = Capabilities()
         self.phase = Phase.HELLO
@@ -494,8 +501,12 @@ class SmtpClient:
         stage = self.stage
         self.phase = Phase.FAILED
         self._pending.clear()
+        # a TlsReady not yet taken must not lead to a handshake
+        kept = [e for e in self._events if not isinstance(e, TlsReady)]
+        self._events = deque(kept)
         if self._transaction is not None:
-            self._transaction.abort(f"{error} while {stage}")
+            text = f"{error} while {stage}" if stage else error
+            self._transaction.abort(text)
         self._events.append(Closed(error, stage))
 
 
