@@ -365,9 +365,12 @@ class Spool:
 
     def queue_ids(self) -> list[str]:
         """Ids of every message in the queue, oldest first."""
-        return sorted(
-            entry.name for entry in os.scandir(self.messages) if is_queue_id(entry.name)
-        )
+        try:
+            entries = os.scandir(self.messages)
+        except FileNotFoundError:
+            return []
+        with entries:
+            return sorted(e.name for e in entries if is_queue_id(e.name))
 
     def recover(self) -> None:
         """Clean up after a crash: half-written files, orphan state files."""
