@@ -29,7 +29,9 @@ from roost.protocols.pop3 import served_size
 
 def drop_files(maildir: Path, count: int) -> list[Path]:
     md.ensure(maildir)
-    return [md.deliver(maildir, b"Subject: %d\n\nbody %d\n" % (i, i)) for i in range(count)]
+    return [
+        md.deliver(maildir, b"Subject: %d\n\nbody %d\n" % (i, i)) for i in range(count)
+    ]
 
 
 def names_on_disk(maildir: Path) -> set[str]:
