@@ -23,7 +23,7 @@ _ids = itertools.count(1)
 _ID_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ23456789"
 
 
-class IdleTimeout(Exception):
+class IdleTimeout(Exception):  # noqa: N818 - the name the brief gave
     """The peer sent nothing for longer than the session's timeout."""
 
 

@@ -11,6 +11,7 @@ promised nothing, so nothing accepted is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections import Counter
@@ -122,10 +123,9 @@ class _ManagedConnection(Connection):
 
 
 async def _close_quietly(conn: Connection) -> None:
-    try:
+    # The peer may be gone already; there is nothing left to tell it.
+    with contextlib.suppress(Exception):
         await conn.close()
-    except Exception:  # noqa: S110 - the peer is gone; nothing to tell it
-        pass
 
 
 def _fmt(sockname: tuple[object, ...]) -> str:
