@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,18 +68,22 @@ def _listening(port: int) -> bool:
 
 
 @pytest.fixture
-def smtp_sink(tmp_path: Path) -> Iterator[Callable[..., SmtpSink]]:
+def smtp_sink() -> Iterator[Callable[..., SmtpSink]]:
     """Starts smtp-sink with extra options on a free loopback port."""
     started: list[subprocess.Popen[bytes]] = []
+    # smtp-sink drops to nobody, who cannot enter pytest's 0700 tmp_path
+    base = Path(tempfile.mkdtemp(prefix="roost-sink-"))
+    os.chmod(base, 0o755)
 
     def start(*options: str) -> SmtpSink:
-        directory = tmp_path / f"sink{len(started)}"
+        directory = base / f"sink{len(started)}"
         directory.mkdir()
-        os.chmod(directory, 0o777)  # smtp-sink drops to nobody
+        os.chmod(directory, 0o777)
         port = free_port()
         command = [SMTP_SINK, "-u", "nobody", "-d", f"{directory}/msg.%s."]
         command += [*options, f"127.0.0.1:{port}", "10"]
-        process = subprocess.Popen(command, stderr=subprocess.PIPE)
+        with (directory / "stderr").open("wb") as stderr:
+            process = subprocess.Popen(command, stderr=stderr)
         started.append(process)
         # smtp-sink says nothing when ready: a bounded poll (at most
         # 200 x 20 ms) until it accepts a connection
@@ -94,3 +99,4 @@ def smtp_sink(tmp_path: Path) -> Iterator[Callable[..., SmtpSink]]:
     for process in started:
         process.terminate()
         process.wait(timeout=10)
+    shutil.rmtree(base)
