@@ -16,6 +16,7 @@ addresses reach them only as environment variables.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -355,8 +356,20 @@ def copy_unique(queue_id: str) -> str:
 
 
 def find_copy(mailbox: Path, queue_id: str) -> bool:
-    """Whether mailbox already holds the copy made from queue_id."""
+    """Whether mailbox already holds the copy made from queue_id.
+
+    A half-written copy left in tmp/ by a process that died is removed
+    (its name could otherwise block the new copy's).
+    """
     marker = f".{copy_unique(queue_id)}."
+    try:
+        with os.scandir(mailbox / "tmp") as entries:
+            stale = [e.path for e in entries if marker in e.name]
+    except FileNotFoundError:
+        stale = []
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     for sub in ("new", "cur"):
         try:
             with os.scandir(mailbox / sub) as entries:
