@@ -765,3 +765,54 @@ class QueueManager:
             ids = [str(i) for i in request["ids"]]
             return {"ok": True, "count": await self.operate(command, ids)}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+
+class NextHopLike(Protocol):
+    @property
+    def destination(self) -> str: ...
+    @property
+    def transport(self) -> str: ...
+
+
+class NextHopTransport(Protocol):
+    """What the queue needs of roost.delivery.smtp.SmtpTransport."""
+
+    async def deliver(
+        self,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        nexthop: Any,
+    ) -> list[RecipientResult]: ...
+
+
+def routed_transport(
+    route: Callable[[str], NextHopLike], transport: NextHopTransport
+) -> RemoteTransport:
+    """A remote transport that splits recipients by next hop.
+
+    route is e.g. roost.delivery.transport.Router.route; recipients with
+    the same next hop travel in one transport.deliver call, the hops in
+    parallel.  Results come back in the recipients' order.
+    """
+
+    async def deliver(
+        envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> list[RecipientResult]:
+        groups: dict[tuple[str, str], tuple[NextHopLike, list[int]]] = {}
+        for index, recipient in enumerate(recipients):
+            hop = route(recipient.address)
+            key = (hop.transport, hop.destination)
+            groups.setdefault(key, (hop, []))[1].append(index)
+        outcomes = await asyncio.gather(
+            *(
+                transport.deliver(envelope, data, [recipients[i] for i in ids], hop)
+                for hop, ids in groups.values()
+            )
+        )
+        results: dict[int, RecipientResult] = {}
+        for (_, ids), answers in zip(groups.values(), outcomes, strict=True):
+            results.update(zip(ids, answers, strict=True))
+        return [results[i] for i in range(len(recipients))]
+
+    return deliver

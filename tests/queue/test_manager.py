@@ -477,3 +477,41 @@ def _bad_request(spool):
     except ControlError as exc:
         return str(exc)
     return None
+
+
+def test_routed_transport_splits_by_next_hop():
+    from dataclasses import dataclass
+
+    from roost.queue.manager import routed_transport
+
+    @dataclass(frozen=True)
+    class Hop:
+        transport: str
+        destination: str
+
+    calls = []
+
+    class Transport:
+        async def deliver(self, env, data, recipients, nexthop):
+            calls.append((nexthop.destination, [r.address for r in recipients]))
+            return [
+                RecipientResult.sent(r.address, f"via {nexthop.destination}")
+                for r in recipients
+            ]
+
+    remote = routed_transport(lambda a: Hop("smtp", a.split("@")[1]), Transport())
+    rcpts = [
+        Recipient("a@one.example"),
+        Recipient("b@two.example"),
+        Recipient("c@one.example"),
+    ]
+    results = run(remote(envelope("x@y"), MESSAGE, rcpts))
+    assert [r.reason for r in results] == [
+        "via one.example",
+        "via two.example",
+        "via one.example",
+    ]
+    assert sorted(calls) == [
+        ("one.example", ["a@one.example", "c@one.example"]),
+        ("two.example", ["b@two.example"]),
+    ]
