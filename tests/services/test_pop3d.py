@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import poplib
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -534,11 +537,6 @@ def test_lf_splitting_reader_is_not_cut_short(server: Running, raw: Raw) -> None
 # TLS (RFC 2595, case 003)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="roost.net Connection.start_tls clears its buffer after the "
-    "handshake, dropping the first command sent inside TLS (reported)",
-)
 def test_stls_then_login_with_poplib(server: Running) -> None:
     pop = poplib.POP3("127.0.0.1", server.port, timeout=5)
     context = ssl.create_default_context()
@@ -551,11 +549,6 @@ def test_stls_then_login_with_poplib(server: Running) -> None:
     pop.quit()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="roost.net Connection.start_tls clears its buffer after the "
-    "handshake, dropping the first command sent inside TLS (reported)",
-)
 def test_stls_discards_pipelined_plaintext(raw: Raw) -> None:
     raw.sock.settimeout(5)
     raw.send(b"STLS\r\nUSER mallory\r\nCAPA\r\n")
@@ -687,3 +680,148 @@ def test_policy_function() -> None:
 def test_idle_timeout_says_goodbye(tmp_path: Path) -> None:
     sent = run_fake(tmp_path, [b"CAPA\r\n"])
     assert sent.endswith(b"-ERR Disconnected for inactivity\r\n")
+
+
+# ---------------------------------------------------------------------------
+# real clients: curl and fetchmail
+
+CURL = shutil.which("curl")
+FETCHMAIL = shutil.which("fetchmail")
+MESSAGE = (
+    b"From: ann@example.org\nTo: alice@example.test\nSubject: hello\n\n"
+    b"first line\n.dot line\nlast line\n"
+)
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    assert CURL is not None
+    command = [CURL, "-sS", "--max-time", "20", "-u", "alice:alice-pass", *args]
+    return subprocess.run(command, capture_output=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_curl_list_retr_top_uidl_dele(server: Running) -> None:
+    path = server.deliver(MESSAGE)
+    base = f"pop3://127.0.0.1:{server.port}/"
+    listing = curl(base)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout == b"1 %d\r\n" % len(crlf(MESSAGE))
+    retr = curl(base + "1")
+    assert retr.returncode == 0, retr.stderr
+    assert retr.stdout == crlf(MESSAGE)
+    uidl = curl(base, "-X", "UIDL")
+    assert uidl.stdout == b"1 " + path.name.encode() + b"\r\n"
+    top = curl(base, "-X", "TOP 1 0")
+    assert top.stdout.endswith(b"Subject: hello\r\n\r\n")
+    dele = curl(base + "1", "-X", "DELE", "-I")
+    assert dele.returncode == 0, dele.stderr
+    server.wait_sessions(5)
+    assert server.files() == set()
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_curl_pop3s(server: Running) -> None:
+    server.deliver(MESSAGE)
+    retr = curl("-k", f"pop3s://127.0.0.1:{server.tls_port}/1")
+    assert retr.returncode == 0, retr.stderr
+    assert retr.stdout == crlf(MESSAGE)
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_curl_stls(server: Running, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="roost.pop3d")
+    server.deliver(MESSAGE)
+    url = f"pop3://127.0.0.1:{server.port}/1"
+    retr = curl("-k", "--ssl-reqd", url)
+    assert retr.returncode == 0, retr.stderr
+    assert retr.stdout == crlf(MESSAGE)
+    server.wait_sessions()
+    assert "login: user=<alice>, method=PLAIN, rip=127.0.0.1, tls=yes" in caplog.text
+
+
+def run_fetchmail(
+    server: Running,
+    tmp_path: Path,
+    *options: str,
+    port: int | None = None,
+) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    assert FETCHMAIL is not None
+    home = tmp_path / "fetchmail-home"
+    home.mkdir(exist_ok=True)
+    out = home / "mbox"
+    out.touch()
+    rcfile = home / "fetchmailrc"
+    rcfile.write_text(
+        "set no bouncemail\n"
+        f"poll 127.0.0.1 with proto POP3 port {port or server.port} uidl\n"
+        '  user "alice" there with password "alice-pass" is "alice" here\n'
+        f"  options {' '.join(options)}\n"
+        f"  mda \"/bin/sh -c 'cat >> {out}'\"\n",
+    )
+    rcfile.chmod(0o600)
+    env = {**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)}
+    done = subprocess.run(
+        [FETCHMAIL, "--nosyslog", "-f", str(rcfile)],
+        capture_output=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    return done, out.read_bytes()
+
+
+@pytest.mark.skipif(FETCHMAIL is None, reason="fetchmail not installed")
+def test_fetchmail_keep_uses_uidl_then_fetch_deletes(
+    server: Running,
+    tmp_path: Path,
+) -> None:
+    server.deliver(MESSAGE)
+    # "keep" + "uidl": the second poll must see nothing new (RFC 1939 §7).
+    done, mbox = run_fetchmail(server, tmp_path, "keep", 'sslproto ""')
+    assert done.returncode == 0, done.stderr
+    assert b"\n..dot line" not in mbox
+    assert b"\n.dot line\n" in mbox
+    server.wait_sessions()
+    done, again = run_fetchmail(server, tmp_path, "keep", 'sslproto ""')
+    assert done.returncode == 1, done.stderr  # 1: no new mail
+    assert again == mbox
+    server.wait_sessions()
+    assert len(server.files()) == 1
+
+    # Without keep, and with flush for the one seen before, fetchmail
+    # fetches only the new one and deletes both at QUIT.
+    server.deliver(MESSAGE.replace(b"hello", b"second"))
+    done, mbox = run_fetchmail(server, tmp_path, "flush", 'sslproto ""')
+    assert done.returncode == 0, done.stderr
+    assert mbox.count(b"Subject: hello") == 1
+    assert b"Subject: second" in mbox
+    server.wait_sessions()
+    assert server.files() == set()
+
+
+@pytest.mark.skipif(FETCHMAIL is None, reason="fetchmail not installed")
+def test_fetchmail_over_implicit_tls(server: Running, tmp_path: Path) -> None:
+    server.deliver(MESSAGE)
+    done, mbox = run_fetchmail(
+        server, tmp_path, "ssl", "no sslcertck", port=server.tls_port
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"Subject: hello" in mbox
+    server.wait_sessions()
+    assert server.files() == set()
+
+
+@pytest.mark.skipif(FETCHMAIL is None, reason="fetchmail not installed")
+def test_fetchmail_with_stls(
+    server: Running,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="roost.pop3d")
+    server.deliver(MESSAGE)
+    done, mbox = run_fetchmail(server, tmp_path, 'sslproto "tls1.2+"', "no sslcertck")
+    assert done.returncode == 0, done.stderr
+    assert b"Subject: hello" in mbox
+    server.wait_sessions()
+    assert server.files() == set()
+    assert "starttls: tls=yes" in caplog.text
