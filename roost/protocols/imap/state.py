@@ -45,7 +45,7 @@ LEGAL_STATES: dict[str, frozenset[State]] = {
     "STATUS": _AUTH,
     "APPEND": _AUTH,
     "NAMESPACE": _AUTH,  # RFC 2342
-    "ENABLE": _AUTH,  # RFC 5161
+    "ENABLE": frozenset({State.AUTHENTICATED}),  # RFC 5161 3.1
     "IDLE": _AUTH,  # RFC 2177
     # RFC 3501 6.4: selected
     "CHECK": _SELECTED,
