@@ -4,6 +4,7 @@ remote MTA (postfix's smtp-sink) and settings pointing at them."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from roost.config import Settings, from_values
+from tests.delivery.fakes import self_signed_server_context
 from tests.support.dns_server import DnsServer, running_resolver
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
@@ -100,3 +102,119 @@ def smtp_sink() -> Iterator[Callable[..., SmtpSink]]:
         process.terminate()
         process.wait(timeout=10)
     shutil.rmtree(base)
+
+
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+
+_MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+virtual   unix  - n n - - virtual
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {d}/spool
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = pf.example.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains =
+default_transport = error:this test postfix relays nothing
+virtual_mailbox_domains = example.test
+virtual_mailbox_base = {d}/mail
+virtual_mailbox_maps = texthash:{d}/etc/vmailbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+maillog_file_prefixes = {d}
+maillog_file = {d}/maillog
+smtpd_tls_cert_file = {d}/etc/cert.pem
+smtpd_tls_key_file = {d}/etc/key.pem
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+alias_maps =
+alias_database =
+"""
+
+
+class PostfixMta:
+    """A real postfix on loopback that files example.test mail into
+    Maildirs: `maildir("bo")` is bo@example.test's."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory
+        self.port = port
+
+    def maildir(self, user: str) -> Path:
+        return self.directory / "mail" / user
+
+    def log(self) -> str:
+        path = self.directory / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def delivered(self, user: str) -> list[bytes]:
+        """Waits (bounded: 10 s) for postfix's asynchronous delivery."""
+        new = self.maildir(user) / "new"
+        for _ in range(500):
+            files = sorted(new.glob("*")) if new.exists() else []
+            if files:
+                return [p.read_bytes() for p in files]
+            time.sleep(0.02)
+        return []
+
+
+def _postfix(directory: Path, *args: str) -> None:
+    # postfix reports config errors only to syslog or a terminal; the
+    # maillog_file catches the rest
+    subprocess.run([POSTFIX, "-c", str(directory / "etc"), *args], check=True)
+
+
+@pytest.fixture
+def postfix_mta() -> Iterator[PostfixMta]:
+    if not os.path.exists(POSTFIX):
+        pytest.skip("postfix is not installed")
+    owner = pwd.getpwnam("postfix")
+    directory = Path(tempfile.mkdtemp(prefix="roost-postfix-"))
+    os.chmod(directory, 0o755)
+    for sub in ("etc", "spool", "data", "mail"):
+        (directory / sub).mkdir()
+    for sub in ("data", "mail"):
+        os.chown(directory / sub, owner.pw_uid, owner.pw_gid)
+    self_signed_server_context(directory / "etc")
+    (directory / "etc" / "vmailbox").write_text("bo@example.test bo/\n")
+    port = free_port()
+    main_cf = _MAIN_CF.format(d=directory, uid=owner.pw_uid, gid=owner.pw_gid)
+    (directory / "etc" / "main.cf").write_text(main_cf)
+    (directory / "etc" / "master.cf").write_text(_MASTER_CF.format(port=port))
+    _postfix(directory, "start")
+    try:
+        for _ in range(250):
+            if _listening(port):
+                break
+            time.sleep(0.02)
+        yield PostfixMta(directory, port)
+    finally:
+        _postfix(directory, "stop")
+        shutil.rmtree(directory, ignore_errors=True)

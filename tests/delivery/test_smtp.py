@@ -20,7 +20,7 @@ from roost.delivery.smtp import RemoteDelivery, SmtpTransport
 from roost.delivery.transport import NextHop, parse_nexthop
 from roost.queue.envelope import Envelope, Recipient
 from roost.queue.result import RecipientResult
-from tests.delivery.conftest import SmtpSink, free_port
+from tests.delivery.conftest import PostfixMta, SmtpSink, free_port
 from tests.delivery.fakes import FakeSmtp, self_signed_server_context
 from tests.support.dns_server import DnsServer
 
@@ -661,3 +661,28 @@ def test_remote_delivery_splits_by_next_hop(
     rcpts_one = [c for c in one.sessions[0].commands if c.startswith(b"RCPT")]
     assert rcpts_one == [b"RCPT TO:<a@one.test>", b"RCPT TO:<c@one.test>"]
     assert len(two.messages) == 1
+
+
+# A real postfix as the remote MTA
+
+
+def test_to_real_postfix_over_starttls(
+    postfix_mta: PostfixMta, make_settings: Callable[..., Settings]
+) -> None:
+    data = (
+        b"Received: from client by roost.example.org\r\n"
+        b"Message-ID: <1@roost.example.org>\r\nDate: Fri, 4 Dec 2026 10:00:00 +0000\r\n"
+        b"From: ann@example.org\r\nSubject: gr\xc3\xbc\xc3\x9fe\r\n\r\n"
+        b".leading dot\r\nd\xc3\xa9j\xc3\xa0 vu\r\n"
+    )
+    env = envelope("bo@example.test")
+    [result] = run(deliver_once(make_settings(), env, hop(postfix_mta.port), data))
+    assert result.status == "sent"
+    queue_id = result.reason.rsplit(" ", 1)[-1]
+    [stored] = postfix_mta.delivered("bo")
+    # postfix stores LF lines and prepends its own headers: ours follow
+    assert stored.endswith(data.replace(b"\r\n", b"\n"))
+    log = postfix_mta.log()
+    assert "Anonymous TLS connection established from localhost[127.0.0.1]" in log
+    assert f"{queue_id}: to=<bo@example.test>" in log
+    assert "ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1" in log
