@@ -686,3 +686,26 @@ def test_to_real_postfix_over_starttls(
     assert "Anonymous TLS connection established from localhost[127.0.0.1]" in log
     assert f"{queue_id}: to=<bo@example.test>" in log
     assert "ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1" in log
+
+
+def test_stale_cached_session_falls_back_to_a_new_one(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # the peer drops the cached connection at the next MAIL: nothing was
+    # sent yet, so the recipient goes over a fresh connection
+    fake = FakeSmtp(replies={"MAIL": [b"250 2.1.0 Ok", None]})
+
+    async def body(port: int) -> tuple[list[str], int]:
+        transport = SmtpTransport(make_settings())
+        statuses = []
+        for index in range(2):
+            env = envelope(f"r{index}@x.test", queue_id=f"Q{index}")
+            [result] = await transport.deliver(env, MESSAGE, env.recipients, hop(port))
+            statuses.append(result.status)
+        await transport.close()
+        return statuses, transport.sessions_opened
+
+    statuses, opened = run(with_fake(fake, body))
+    assert statuses == ["sent", "sent"]
+    assert opened == 2
+    assert len(fake.messages) == 2
