@@ -96,7 +96,12 @@ class CommitResult:
 class Maildrop:
     """A locked snapshot of one Maildir; see the module note."""
 
-    def __init__(self, maildir: Path, lock_fd: int, messages: list[DropMessage]):
+    def __init__(
+        self,
+        maildir: Path,
+        lock_fd: int | None,
+        messages: list[DropMessage],
+    ) -> None:
         self.maildir = maildir
         self.messages = messages
         self._lock_fd: int | None = lock_fd
@@ -105,19 +110,23 @@ class Maildrop:
     # -- opening and closing -------------------------------------------
 
     @classmethod
-    def open(cls, maildir: Path) -> Maildrop:
+    def open(cls, maildir: Path, *, exclusive: bool = True) -> Maildrop:
         """Lock `maildir` (created when missing) and take its snapshot.
 
         Raises MaildropInUse when another session holds it, OSError on
-        disk trouble (answer [SYS/TEMP]).
+        disk trouble (answer [SYS/TEMP]). With `exclusive=False` no lock
+        is taken (dovecot's pop3_lock_session = no): sessions then share
+        the Maildir, each with its own snapshot, and a message another
+        session removed raises MessageGone.
         """
         md.ensure(maildir)
         maildir = maildir.resolve()
-        lock_fd = _acquire(maildir)
+        lock_fd = _acquire(maildir) if exclusive else None
         try:
             messages = _snapshot(maildir)
         except BaseException:
-            _release(maildir, lock_fd)
+            if lock_fd is not None:
+                _release(maildir, lock_fd)
             raise
         return cls(maildir, lock_fd, messages)
 
@@ -171,6 +180,28 @@ class Maildrop:
                 if not self._relocate(message):
                     break
         raise MessageGone(message.uidl)
+
+    def start_read(
+        self,
+        message: DropMessage,
+        first_bytes: int = READ_CHUNK_BYTES,
+    ) -> tuple[bytes, BinaryIO | None]:
+        """Open the message and read its start, in one trip to the disk.
+
+        Returns the first bytes and the open file to read the rest from,
+        or None (file already closed) when the message was shorter.
+        MessageGone if expunged.
+        """
+        file = self.open_message(message)
+        try:
+            data = file.read(first_bytes)
+        except BaseException:
+            file.close()
+            raise
+        if len(data) < first_bytes:
+            file.close()
+            return data, None
+        return data, file
 
     def delete(self, msg: int) -> None:
         """DELE: mark; MessageDeleted when already marked."""

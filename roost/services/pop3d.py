@@ -25,6 +25,7 @@ from roost.config import Settings
 from roost.mailstore import maildir as md
 from roost.mailstore.pop3drop import (
     READ_CHUNK_BYTES,
+    DropMessage,
     Maildrop,
     MaildropError,
     MaildropInUse,
@@ -65,6 +66,9 @@ class Pop3Service:
 
     `throttle` slows password guessing per client address and per
     account (case 015); pass one with a short delay in tests.
+    `lock_session`: one POP3 session per maildrop, a second one gets
+    `-ERR [IN-USE]` (RFC 1939 §4). False lets sessions share it, each
+    with its own snapshot, as dovecot's default pop3_lock_session = no.
     """
 
     def __init__(
@@ -74,11 +78,13 @@ class Pop3Service:
         implicit_tls: bool = False,
         *,
         throttle: AuthThrottle | None = None,
+        lock_session: bool = True,
     ) -> None:
         self.settings = settings
         self.userdb = userdb
         self.implicit_tls = implicit_tls
         self.throttle = throttle if throttle is not None else AuthThrottle()
+        self.lock_session = lock_session
 
     async def handle(self, conn: Connection) -> None:
         """Run one POP3 session on `conn` until QUIT, EOF or timeout."""
@@ -288,8 +294,9 @@ class _Session:
     async def _open_maildrop(self, user: str) -> Maildrop:
         settings = self.service.settings
         path = md.mailbox_path(settings.mailbox_directory, user)
+        exclusive = self.service.lock_session
         try:
-            return await asyncio.to_thread(Maildrop.open, path)
+            return await asyncio.to_thread(Maildrop.open, path, exclusive=exclusive)
         except MaildropInUse:
             log.info("%s: maildrop in use: user=<%s>", self.conn.conn_id, user)
             # RFC 2449 §8.1.2; RFC 1939 §4: stay in AUTHORIZATION.
@@ -361,13 +368,10 @@ class _Session:
     async def _on_retr(self, event: events.Retr) -> None:
         drop = self._maildrop()
         message = drop.get(event.msg)
-        size = await asyncio.to_thread(drop.size_of, message)
-        file = await asyncio.to_thread(drop.open_message, message)
-        try:
-            await self._reply(ok_line(f"{size} octets"))
-            await self._stream(file, None)
-        finally:
-            await asyncio.to_thread(file.close)
+        # One trip to a worker thread for a message of up to one chunk.
+        size, first, rest = await asyncio.to_thread(_start_retr, drop, message)
+        await self._reply(ok_line(f"{size} octets"))
+        await self._stream(first, rest, None)
         drop.mark_retrieved(message)
         self.counts["retr"] += 1
         self.counts["retr_bytes"] += size
@@ -375,30 +379,44 @@ class _Session:
     async def _on_top(self, event: events.Top) -> None:
         drop = self._maildrop()
         message = drop.get(event.msg)
-        file = await asyncio.to_thread(drop.open_message, message)
-        try:
-            await self._reply(ok_line("Top of message follows"))
-            await self._stream(file, TopFilter(event.lines))
-        finally:
-            await asyncio.to_thread(file.close)
+        first, rest = await asyncio.to_thread(drop.start_read, message)
+        await self._reply(ok_line("Top of message follows"))
+        await self._stream(first, rest, TopFilter(event.lines))
         self.counts["top"] += 1
 
-    async def _stream(self, file: BinaryIO, cut: TopFilter | None) -> None:
-        """Send the file as a byte-stuffed multi-line body (RFC 1939 §3)."""
+    async def _stream(
+        self,
+        first: bytes,
+        rest: BinaryIO | None,
+        cut: TopFilter | None,
+    ) -> None:
+        """Send a message as a byte-stuffed multi-line body (RFC 1939 §3).
+
+        `first` is its start; `rest`, when not None, the open file with
+        the remainder, closed here.
+        """
         stuffer = DotStuffer()
-        while cut is None or not cut.is_done:
-            try:
-                chunk = await asyncio.to_thread(file.read, READ_CHUNK_BYTES)
-            except OSError:
-                # The +OK is out: only closing the connection is honest.
-                log.exception("%s: read error in RETR/TOP", self.conn.conn_id)
-                raise _StreamError from None
-            if not chunk:
-                break
-            if cut is not None:
-                chunk = cut.feed(chunk)
-            await self._reply(stuffer.feed(chunk))
+        try:
+            chunk = first
+            while chunk:
+                if cut is not None:
+                    chunk = cut.feed(chunk)
+                await self._reply(stuffer.feed(chunk))
+                if rest is None or (cut is not None and cut.is_done):
+                    break
+                chunk = await self._read_more(rest)
+        finally:
+            if rest is not None:
+                await asyncio.to_thread(rest.close)
         await self._reply(stuffer.finish())
+
+    async def _read_more(self, file: BinaryIO) -> bytes:
+        try:
+            return await asyncio.to_thread(file.read, READ_CHUNK_BYTES)
+        except OSError:
+            # The +OK is out: only closing the connection is honest.
+            log.exception("%s: read error in RETR/TOP", self.conn.conn_id)
+            raise _StreamError from None
 
     async def _on_dele(self, event: events.Dele) -> None:
         self._maildrop().delete(event.msg)
@@ -432,6 +450,15 @@ class _Session:
             deleted,
             marked,
         )
+
+
+def _start_retr(
+    drop: Maildrop,
+    message: DropMessage,
+) -> tuple[int, bytes, BinaryIO | None]:
+    size = drop.size_of(message)
+    first, rest = drop.start_read(message)
+    return size, first, rest
 
 
 def _listing(drop: Maildrop) -> list[tuple[int, int]]:

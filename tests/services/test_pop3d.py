@@ -82,9 +82,14 @@ class Running:
 
 
 def _start(
-    running: Running, ssl_context: ssl.SSLContext, throttle: AuthThrottle
+    running: Running,
+    ssl_context: ssl.SSLContext,
+    throttle: AuthThrottle,
+    lock_session: bool,
 ) -> None:
-    service = Pop3Service(running.settings, running.userdb, throttle=throttle)
+    service = Pop3Service(
+        running.settings, running.userdb, throttle=throttle, lock_session=lock_session
+    )
     tls_service = Pop3Service(
         running.settings, running.userdb, implicit_tls=True, throttle=throttle
     )
@@ -147,6 +152,8 @@ def serving(
     tmp_path: Path,
     users_file: Path,
     tls_files: tuple[Path, Path],
+    *,
+    lock_session: bool = True,
     **params: str,
 ) -> Iterator[Running]:
     settings = from_values(
@@ -162,7 +169,7 @@ def serving(
     thread.start()
     throttle = AuthThrottle(free_failures=1000)
     try:
-        _start(running, server_context(*tls_files), throttle)
+        _start(running, server_context(*tls_files), throttle, lock_session)
         yield running
     finally:
         if running.listeners:
@@ -448,6 +455,29 @@ def test_second_session_gets_in_use(server: Running) -> None:
     assert second.pass_("alice-pass").startswith(b"+OK")
     assert second.stat() == (0, 0)
     second.quit()
+
+
+def test_shared_maildrop_when_sessions_are_not_locked(
+    tmp_path: Path,
+    users_file: Path,
+    tls_files: tuple[Path, Path],
+) -> None:
+    # Case 029, the dovecot way: each session keeps its own snapshot;
+    # a message the other one removed fails cleanly, never another one.
+    with serving(tmp_path, users_file, tls_files, lock_session=False) as server:
+        paths = [server.deliver(b"Subject: %d\n\nx\n" % n) for n in range(2)]
+        d = server.client()
+        e = server.client()
+        d.dele(1)
+        assert d.quit().startswith(b"+OK")
+        server.wait_sessions()
+        with pytest.raises(poplib.error_proto, match="no longer exists"):
+            e.retr(1)
+        assert e.retr(2)[1] == [b"Subject: 1", b"", b"x"]
+        e.dele(1)
+        assert e.quit().startswith(b"+OK")
+        server.wait_sessions()
+        assert server.files() == {paths[1].name}
 
 
 def test_dropped_connection_keeps_deleted_messages(server: Running) -> None:
