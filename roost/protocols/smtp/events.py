@@ -128,6 +128,8 @@ class Refused:
     reply: Reply
     reason: str
     verb: str = ""
+    # refused at the end of data (size, NUL): the transaction is over
+    in_data: bool = False
 
 
 @dataclass(frozen=True, slots=True)

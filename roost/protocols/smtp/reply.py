@@ -38,7 +38,8 @@ class Reply:
                 raise ValueError("reply text must not hold CR or LF")
             sep = " " if i == last else "-"
             text = f"{self.enhanced} {line}" if self.enhanced else line
-            out.append(f"{self.code}{sep}{text}".rstrip(" ") + "\r\n")
+            # "334 " keeps its space: some clients split on it (RFC 4954 4)
+            out.append(f"{self.code}{sep}{text}\r\n")
         return "".join(out).encode("utf-8")
 
     def __str__(self) -> str:

@@ -303,9 +303,10 @@ class ServerConnection:
         self.is_smtputf8 = False
         if reader.is_too_big:
             reason = f"message size {reader.size} exceeds limit"
-            return Refused(MESSAGE_TOO_BIG, reason, "DATA")
+            return Refused(MESSAGE_TOO_BIG, reason, "DATA", in_data=True)
         if reader.has_nul:
-            return Refused(NUL_IN_DATA, "NUL character in message", "DATA")
+            reason = "NUL character in message"
+            return Refused(NUL_IN_DATA, reason, "DATA", in_data=True)
         return DataReceived(reader.message, reader.size, reader.has_bare_lf)
 
     # command lines -----------------------------------------------------
