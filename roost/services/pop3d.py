@@ -370,8 +370,8 @@ class _Session:
         message = drop.get(event.msg)
         # One trip to a worker thread for a message of up to one chunk.
         size, first, rest = await asyncio.to_thread(_start_retr, drop, message)
-        await self._reply(ok_line(f"{size} octets"))
-        await self._stream(first, rest, None)
+        status = ok_line(f"{size} octets")
+        await self._stream(status, first, rest, None)
         drop.mark_retrieved(message)
         self.counts["retr"] += 1
         self.counts["retr_bytes"] += size
@@ -380,35 +380,41 @@ class _Session:
         drop = self._maildrop()
         message = drop.get(event.msg)
         first, rest = await asyncio.to_thread(drop.start_read, message)
-        await self._reply(ok_line("Top of message follows"))
-        await self._stream(first, rest, TopFilter(event.lines))
+        status = ok_line("Top of message follows")
+        await self._stream(status, first, rest, TopFilter(event.lines))
         self.counts["top"] += 1
 
     async def _stream(
         self,
+        status: bytes,
         first: bytes,
         rest: BinaryIO | None,
         cut: TopFilter | None,
     ) -> None:
-        """Send a message as a byte-stuffed multi-line body (RFC 1939 §3).
+        """Send `status` and a byte-stuffed multi-line body (RFC 1939 §3).
 
-        `first` is its start; `rest`, when not None, the open file with
-        the remainder, closed here.
+        `first` is the start of the message; `rest`, when not None, the
+        open file with the remainder, closed here. A message of one
+        chunk goes out in one write.
         """
         stuffer = DotStuffer()
+        pending = [status]
         try:
             chunk = first
             while chunk:
                 if cut is not None:
                     chunk = cut.feed(chunk)
-                await self._reply(stuffer.feed(chunk))
+                pending.append(stuffer.feed(chunk))
                 if rest is None or (cut is not None and cut.is_done):
                     break
+                await self._reply(b"".join(pending))
+                pending.clear()
                 chunk = await self._read_more(rest)
         finally:
             if rest is not None:
                 await asyncio.to_thread(rest.close)
-        await self._reply(stuffer.finish())
+        pending.append(stuffer.finish())
+        await self._reply(b"".join(pending))
 
     async def _read_more(self, file: BinaryIO) -> bytes:
         try:

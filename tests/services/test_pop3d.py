@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import poplib
+import re
 import shutil
 import socket
 import ssl
@@ -561,6 +562,77 @@ def test_lf_splitting_reader_is_not_cut_short(server: Running, raw: Raw) -> None
     body = raw.multiline()
     assert body[-1] == b"after bare-LF dot\r\n"
     assert all(line.rstrip(b"\r\n") != b"." for line in body)
+
+
+def test_nul_bytes_are_served_whole(server: Running) -> None:
+    # Case 005: nothing is cut at a NUL; LIST size matches RETR.
+    data = b"Subject: nul\n\nbefore\x00after\nnext line\n"
+    server.deliver(data)
+    pop = server.client()
+    _, lines, octets = pop.retr(1)
+    assert lines == [b"Subject: nul", b"", b"before\x00after", b"next line"]
+    assert pop.list(1) == b"+OK 1 %d" % octets
+    pop.quit()
+
+
+def test_big_maildrop(server: Running) -> None:
+    # 1000 x 5 KB, the benchmark's mailbox: every size and UIDL agree.
+    body = (b"word " * 15 + b"\n") * 64
+    new = server.maildir() / "new"
+    md.ensure(server.maildir())
+    paths = []
+    for n in range(1000):
+        # Written directly, without fsync: this is setup, not delivery.
+        data = b"Subject: %d\n\n" % n + body
+        path = new / f"{1_700_000_000 + n}.M{n}P1Q{n}.test,S={len(data)}"
+        path.write_bytes(data)
+        paths.append(path)
+    pop = server.client()
+    count, octets = pop.stat()
+    assert count == 1000
+    listing = pop.list()[1]
+    assert sum(int(line.split()[1]) for line in listing) == octets
+    uidls = [line.split()[1].decode() for line in pop.uidl()[1]]
+    assert uidls == [p.name for p in paths]
+    for n in (1, 500, 1000):
+        _, lines, size = pop.retr(n)
+        assert size == int(listing[n - 1].split()[1])
+        assert lines[0] == b"Subject: %d" % (n - 1)
+    pop.quit()
+
+
+def test_log_lines(server: Running, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="roost.pop3d")
+    server.deliver(b"Subject: x\n\nx\n")
+    bad = poplib.POP3("127.0.0.1", server.port, timeout=30)
+    bad.user("alice\rfake")
+    with pytest.raises(poplib.error_proto):
+        bad.pass_("wrong")
+    bad.quit()
+    pop = server.client()
+    pop.retr(1)
+    pop.dele(1)
+    pop.quit()
+    server.wait_sessions(2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "roost.pop3d"]
+    assert any(
+        re.fullmatch(r"\w+: connect from \[127\.0\.0\.1\]:\d+, tls=no", line)
+        for line in lines
+    )
+    assert any(
+        "authentication failed: user=<alice\\rfake>, method=USER, rip=127.0.0.1" in line
+        for line in lines
+    )
+    assert any(
+        line.endswith("login: user=<alice>, method=USER, rip=127.0.0.1, tls=no")
+        for line in lines
+    )
+    assert any(
+        "disconnect: user=<alice>, reason=logout, top=0, retr=1/17, del=1/1" in line
+        for line in lines
+    )
+    # Passwords never reach the log.
+    assert not any("alice-pass" in line or "wrong" in line for line in lines)
 
 
 # ---------------------------------------------------------------------------
