@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from roost.auth import AuthThrottle, UserDB
 from roost.config import Settings, from_values
 from roost.mailstore import maildir as md
+from roost.mailstore.pop3drop import Maildrop
 from roost.net import IdleTimeout, Listener
 from roost.net.tls import make_self_signed, server_context
 from roost.services.pop3d import Pop3Service, plaintext_auth_allowed
@@ -736,7 +739,8 @@ class FakeConnection:
         self.sent += data
 
     async def start_tls(self) -> None:
-        raise ConnectionError("no TLS in the fake")
+        # Pretend: the bytes stay plain, the session believes in TLS.
+        self.is_tls = True
 
     async def close(self) -> None:
         return None
@@ -747,7 +751,7 @@ class FakeUsers:
         return name if password == "pw" else None
 
 
-def run_fake(tmp_path: Path, script: list[bytes]) -> bytes:
+def run_fake(tmp_path: Path, script: list[bytes], *, loopback: bool = False) -> bytes:
     settings = from_values(
         {
             "data_directory": str(tmp_path / "data"),
@@ -757,6 +761,7 @@ def run_fake(tmp_path: Path, script: list[bytes]) -> bytes:
     )
     service = Pop3Service(settings, FakeUsers())
     conn = FakeConnection(script)
+    conn.is_loopback = loopback
     asyncio.run(service.handle(conn))  # type: ignore[arg-type]
     assert conn.timeout_s == 7
     return bytes(conn.sent)
@@ -927,3 +932,86 @@ def test_fetchmail_with_stls(
     server.wait_sessions()
     assert server.files() == set()
     assert "starttls: tls=yes" in caplog.text
+
+
+def test_our_bug_is_sys_temp_and_session_goes_on(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(self: Maildrop) -> tuple[int, int]:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Maildrop, "stat", broken)
+    script = [b"USER alice\r\nPASS pw\r\n", b"STAT\r\n", b"NOOP\r\nQUIT\r\n"]
+    sent = run_fake(tmp_path, [*script, b""], loopback=True).split(b"\r\n")
+    assert sent[3] == b"-ERR [SYS/TEMP] Internal error"
+    assert sent[4:6] == [b"+OK", b"+OK Logging out"]
+    assert "STAT failed" in caplog.text
+    assert "simulated bug" not in b"".join(sent).decode()
+
+
+_FUZZ_LINES = st.sampled_from(
+    [
+        b"USER alice",
+        b"PASS pw",
+        b"PASS bad",
+        b"AUTH PLAIN",
+        b"AUTH PLAIN AGFsaWNlAHB3",
+        b"AUTH PLAIN ====",
+        b"*",
+        b"AGFsaWNlAHB3",
+        b"STAT",
+        b"LIST",
+        b"LIST 1",
+        b"LIST 99",
+        b"UIDL",
+        b"RETR 1",
+        b"TOP 1 0",
+        b"DELE 1",
+        b"RSET",
+        b"NOOP",
+        b"CAPA",
+        b"STLS",
+        b"QUIT",
+        b"\xff\x00",
+        b"x" * 300,
+    ],
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_FUZZ_LINES, max_size=15), st.booleans())
+def test_any_command_sequence_ends_cleanly(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[bytes],
+    loopback: bool,
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    maildir = md.mailbox_path(tmp_path / "mail", "alice")
+    md.ensure(maildir)
+    md.deliver(maildir, b"Subject: a\n\n.x\n")
+    settings_ = from_values(
+        {
+            "data_directory": str(tmp_path / "data"),
+            "mailbox_directory": str(tmp_path / "mail"),
+        },
+    )
+    conn = FakeConnection([b"\r\n".join(lines) + b"\r\n", b""])
+    conn.is_loopback = loopback
+    asyncio.run(Pop3Service(settings_, FakeUsers()).handle(conn))  # type: ignore[arg-type]
+    # Every reply line is a status line, a challenge or multi-line data;
+    # the maildrop lock was released whatever happened.
+    assert bytes(conn.sent).startswith(b"+OK")
+    Maildrop.open(maildir).release()
+    if b"QUIT" not in lines:
+        assert len(os.listdir(maildir / "new")) + len(os.listdir(maildir / "cur")) == 1
+
+
+def test_off_loopback_login_works_after_stls(tmp_path: Path) -> None:
+    script = [b"STLS\r\n", b"CAPA\r\n", b"USER alice\r\nPASS pw\r\nQUIT\r\n", b""]
+    lines = run_fake(tmp_path, script).split(b"\r\n")
+    assert b"+OK Begin TLS negotiation now" in lines
+    assert b"USER" in lines
+    assert b"STLS" not in lines
+    assert b"+OK Logged in" in lines
