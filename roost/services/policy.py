@@ -135,8 +135,12 @@ def in_networks(ip: str, networks: Sequence[str]) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
     for text in networks:
+        if text.startswith("["):
+            # postfix writes IPv6 networks as [::1]/128
+            inside, _, mask = text[1:].partition("]")
+            text = inside + mask
         try:
-            if addr in ipaddress.ip_network(text.strip("[]"), strict=False):
+            if addr in ipaddress.ip_network(text, strict=False):
                 return True
         except (ValueError, TypeError):
             continue
@@ -145,7 +149,9 @@ def in_networks(ip: str, networks: Sequence[str]) -> bool:
 
 def split_recipient(address: str) -> tuple[str, str]:
     """(local part, canonical domain) of an address as smtpd keeps it."""
-    local, _, domain = address.rpartition("@")
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address, ""
     if local.startswith('"') and local.endswith('"'):
         local = local[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     return local, canonical_domain(domain)
