@@ -125,7 +125,11 @@ def test_mailbox_print_then_parse(local_part: str, dom: str) -> None:
 @settings(max_examples=300)
 @given(st.text(max_size=40))
 def test_parse_path_only_raises_smtp_error(text: str) -> None:
+    replies = []
     try:
-        grammar.parse_path(text, allow_null=True, error=BAD_ADDRESS_SYNTAX)
-    except SmtpError:
-        pass
+        parsed = grammar.parse_path(text, allow_null=True, error=BAD_ADDRESS_SYNTAX)
+    except SmtpError as exc:
+        replies.append(exc.reply)
+    else:
+        assert text == f"<{parsed.text}>" or parsed.route or '"' in text
+    assert replies in ([], [BAD_ADDRESS_SYNTAX])
