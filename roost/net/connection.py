@@ -132,13 +132,24 @@ class Connection(asyncio.Protocol):
         return data
 
     async def write(self, data: bytes) -> None:
-        """Send ``data``; wait while the peer is not reading."""
+        """Send ``data``; wait while the peer is not reading.
+
+        Raises ``IdleTimeout`` (after aborting the connection) when the peer
+        reads nothing for the idle timeout, ``ConnectionResetError`` when the
+        connection is gone.
+        """
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("connection closed")
         transport.write(data)
         if not self._can_write.is_set():
-            await self._can_write.wait()
+            # A peer that stops reading must not hold its session (and any
+            # mailbox lock) forever: the idle timeout bounds the wait too.
+            try:
+                await asyncio.wait_for(self._can_write.wait(), self.timeout_s)
+            except TimeoutError:
+                transport.abort()
+                raise IdleTimeout from None
         if transport.is_closing():
             raise ConnectionResetError("connection closed")
 
