@@ -15,6 +15,7 @@ that the tests control every byte (smtplib and friends fix up line ends).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -279,7 +280,7 @@ class RawLine:
         self.sock.settimeout(seconds)
         try:
             chunk = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return True
         finally:
             self.sock.settimeout(READ_TIMEOUT_S)
@@ -300,10 +301,8 @@ class RawLine:
         self.sock = context.wrap_socket(self.sock, server_hostname=HOSTNAME)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     def __del__(self) -> None:
         # tests drop clients mid-session on purpose; no ResourceWarning
