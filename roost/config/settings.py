@@ -138,6 +138,11 @@ class Settings:
         v.DELIMITER, "+", "separates user and extension (user+tag); empty: off"
     )
     log_level: str = _p(v.LOG_LEVEL, "info", "debug, info, warning or error")
+    # postfix logs through syslog (or its maillog_file, postfix 3.4+);
+    # Roost writes the same syslog-shaped lines here when it is set
+    maillog_file: Path | None = _p(
+        v.OPTIONAL_PATH, "", "also write the mail log to this file; empty: off"
+    )
 
     # listeners (Roost's); "none" turns one off, 0 picks a free port
     smtp_port: int | None = _p(v.PORT, "25", "SMTP (MX) port")
@@ -377,7 +382,39 @@ class _Builder:
         entry = self.entries.get(name)
         if entry is not None:
             return entry.where
-        return f"{self.config_file or 'defaults'}: default {name}"
+        return f"{self.config_file or 'built-in defaults'}"
+
+    def sources(self, name: str) -> list[Entry]:
+        """The file's entries that name's value refers to, in file order."""
+        seen: set[str] = set()
+        stack, found = [name], []
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if current in self.entries and current != name:
+                found.append(self.entries[current])
+            stack.extend(references(self._static_text(current)))
+        return sorted(found, key=lambda e: e.line)
+
+    def _static_text(self, name: str) -> str:
+        # the text as written, without running computed defaults
+        if name in self.entries:
+            return self.entries[name].value
+        row = PARAMETERS.get(name)
+        default = row.metadata["default"] if row else ""
+        return default if isinstance(default, str) else ""
+
+    def blame(self, name: str, problem: str) -> str:
+        """An error line for name, placed where the admin can fix it."""
+        if name in self.entries:
+            return f"{self.where(name)}: {name}: {problem}"
+        sources = self.sources(name)
+        if sources:
+            via = ", ".join(e.name for e in sources)
+            return f"{sources[0].where}: {name} (default, from {via}): {problem}"
+        return f"{self.where(name)}: {name} (default): {problem}; set {name}"
 
     def _file_order(self, name: str) -> tuple[bool, int]:
         entry = self.entries.get(name)
@@ -388,7 +425,7 @@ class _Builder:
         try:
             return kind.convert(self.lookup(name), v.Context(self.base_dir))
         except (ValueError, ConfigSyntaxError) as exc:
-            message = f"{self.where(name)}: {name}: {exc}"
+            message = self.blame(name, str(exc))
             if not quiet or not self.errors:
                 self.errors.append(message)
             return None

@@ -195,11 +195,20 @@ def _interface_address(item: str) -> str:
 def _path(text: str, ctx: Context) -> object:
     if not text:
         raise ValueError("empty path")
+    if any(ch.isspace() or ch == "," for ch in text):
+        # these paths are expanded into lists (alias_maps), where white
+        # space and commas split them
+        raise ValueError(f"white space or comma in path {text!r}")
     return _resolve(text, ctx)
 
 
 def _resolve(text: str, ctx: Context) -> Path:
-    path = Path(text).expanduser()
+    if "\0" in text:
+        raise ValueError(f"NUL in path {text!r}")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:
+        raise ValueError(f"cannot expand ~ in {text!r}") from None
     return path if path.is_absolute() else ctx.base_dir / path
 
 

@@ -6,6 +6,9 @@ import typing
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 import roost.config as config
 from roost.config import ConfigError, Settings, from_values, load, load_text
@@ -211,6 +214,7 @@ def test_own_parameter_used_by_expansion_is_not_warned() -> None:
         ("smtpd_recipient_restrictions = check_recipient_access", "needs an argument"),
         ("recipient_delimiter = @", "bad recipient_delimiter"),
         ("tls_cert_file = /nonexistent/cert.pem", "no such file"),
+        ("data_directory = /srv/my mail", "white space or comma in path"),
         ("myorigin = ${myhostname", "missing '}'"),
     ],
 )
@@ -356,3 +360,33 @@ def test_every_parameter_has_help_and_describe_lists_all() -> None:
     table = s.describe(markdown=True)
     assert len(table) == 2 + len(config.PARAMETERS)
     assert all(row.count(" | ") == 2 for row in table[2:])
+
+
+NAMES = st.sampled_from([*config.parameter_names(), "own_name"])
+LINES = st.tuples(NAMES, st.text(alphabet="$ab{}():?,/ [].0123456789", max_size=20))
+
+
+@hyp_settings(max_examples=200)
+@given(st.lists(LINES, max_size=6))
+def test_any_file_loads_or_raises_config_error(lines: list[tuple[str, str]]) -> None:
+    text = "".join(f"{name} = {value}\n" for name, value in lines)
+    try:
+        errors = []
+        load_text(text, base_dir=Path("/base")).show()
+    except ConfigError as exc:
+        errors = exc.errors
+    assert all(e.startswith("main.cf:") for e in errors)
+
+
+def test_error_in_a_default_points_at_the_line_it_came_from() -> None:
+    text = "# c\ndata_directory = /srv/roost\nqueue_directory = relative\n"
+    assert load_text(text, base_dir=Path("/b")).queue_directory == Path("/b/relative")
+    with pytest.raises(ConfigError) as info:
+        load_text("# c\nmyhostname = mx.test\nmydomain_x = 1\nmyorigin = x_y\n")
+    assert info.value.errors == ["main.cf:4: myorigin: bad host name 'x_y'"]
+    with pytest.raises(ConfigError) as info:
+        load_text("# c\n\nmail_name = a\nsmtp_helo_name = $helo_x\nhelo_x = -x\n")
+    assert info.value.errors[0].startswith("main.cf:4: smtp_helo_name")
+    with pytest.raises(ConfigError) as info:
+        load_text("# c\nmyhostname = $base\nbase = my_host\n")
+    assert info.value.errors == ["main.cf:2: myhostname: bad host name 'my_host'"]
