@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +77,13 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
+def logical_lines(text: str) -> Iterable[tuple[int, str]]:
+    """(first line number, text) of each logical line of a table file.
+
+    Empty lines and lines whose first non-blank character is ``#`` are
+    skipped; a line starting with white space continues the previous
+    one (aliases(5), postmap(1)).
+    """
     start = 0
     parts: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -98,7 +104,7 @@ def parse(text: str, filename: str = "aliases") -> AliasFile:
     """Parse aliases text; errors are collected, good lines still count."""
     entries: dict[str, list[str]] = {}
     errors: list[str] = []
-    for number, line in _logical_lines(text):
+    for number, line in logical_lines(text):
         name, colon, rest = line.partition(":")
         name = _unquote(name.strip()).lower()
         if not colon or not name or any(c.isspace() for c in name):
@@ -115,13 +121,16 @@ def parse(text: str, filename: str = "aliases") -> AliasFile:
     return AliasFile(Path(filename), entries, errors)
 
 
-def load_file(path: Path) -> AliasFile:
-    """Parse the aliases file at path; a missing file is empty."""
+Parser = Callable[[str, str], AliasFile]
+
+
+def load_file(path: Path, parser: Parser = parse) -> AliasFile:
+    """Parse the table file at path; a missing file is empty."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return AliasFile(path, {}, [])
-    parsed = parse(text, str(path))
+    parsed = parser(text, str(path))
     return AliasFile(path, parsed.entries, parsed.errors)
 
 
@@ -131,10 +140,15 @@ def alias_paths(settings: Settings) -> list[Path]:
 
 
 class AliasTable:
-    """Look names up in alias_maps, first file first; reloads on change."""
+    """Look keys up in table files, first file first; reloads on change.
 
-    def __init__(self, paths: list[Path]) -> None:
+    parser reads one file (aliases(5) format by default; virtual.py
+    passes the virtual(5) one).
+    """
+
+    def __init__(self, paths: list[Path], parser: Parser = parse) -> None:
         self.paths = list(paths)
+        self.parser = parser
         self._lock = threading.Lock()
         self._files: list[AliasFile] = []
         self._stamps: list[tuple[int, int] | None] = []
@@ -150,7 +164,7 @@ class AliasTable:
 
     def _reload(self) -> None:
         self._stamps = [self._stamp(p) for p in self.paths]
-        self._files = [load_file(p) for p in self.paths]
+        self._files = [load_file(p, self.parser) for p in self.paths]
 
     def refresh(self, *, force: bool = False) -> None:
         """Reload files whose modification time or size changed."""

@@ -1,6 +1,8 @@
 """Local delivery: which addresses are ours, aliases, and the mailbox write.
 
-`LocalRecipients.expand` turns an address into targets: a user's Maildir,
+`LocalRecipients.expand` turns an address into targets (after
+virtual_alias_maps, for mydestination, virtual mailbox and virtual alias
+domains alike): a user's Maildir,
 a remote address to forward to, a file to append to, a command, or an
 error (an alias loop, an unknown user named by an alias).  smtpd uses
 `resolve` (the local users, or None for a domain that is not ours, or
@@ -29,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from roost.config import table_path
 from roost.config.settings import Settings
 from roost.delivery.aliases import AliasTable, alias_paths, split_values
+from roost.delivery.virtual import VirtualAliases, format_address
 from roost.mailstore import maildir
 from roost.queue.envelope import Envelope
 from roost.queue.result import BOUNCED, DEFERRED, RecipientResult, format_delay
@@ -47,6 +51,11 @@ _EX_TEMPFAIL = 75
 # RFC 5321 4.5.1: postmaster must always be accepted; abuse (RFC 2142) too.
 _ALWAYS_LOCAL = ("postmaster", "abuse")
 _ADMIN_FALLBACKS = ("root", "admin")
+
+# Domain classes (see LocalRecipients)
+LOCAL = "local"
+VIRTUAL_MAILBOX = "virtual_mailbox"
+VIRTUAL_ALIAS = "virtual_alias"
 
 
 class UnknownRecipient(Exception):  # noqa: N818 (reads as the condition)
@@ -130,34 +139,81 @@ def _is_safe_user(name: str) -> bool:
     return bool(name) and "/" not in name and "\0" not in name and name[0] != "."
 
 
+def _domain_forms(domain: str) -> tuple[str, ...]:
+    """The A-label form, then the U-label form when it differs: a users
+    file may name a virtual user either way."""
+    try:
+        unicode = domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return (domain,)
+    return tuple(dict.fromkeys((domain, unicode)))
+
+
+def virtual_alias_paths(settings: Settings) -> list[Path]:
+    """The files of settings.virtual_alias_maps."""
+    return [Path(table_path(spec)) for spec in settings.virtual_alias_maps]
+
+
 class LocalRecipients:
-    """Our domains (mydestination), users, aliases and recipient_delimiter."""
+    """Our domains, users, aliases, virtual aliases and recipient_delimiter.
+
+    A domain is ours in one of three ways: mydestination (local users
+    and alias_maps), virtual_mailbox_domains (users named name@domain
+    in the same users file, no alias_maps) or a virtual alias domain
+    (a ``domain anything`` line in virtual_alias_maps).  virtual_alias_maps
+    rewrite addresses in any of them first, as postfix's cleanup does.
+    """
 
     def __init__(
         self,
         settings: Settings,
         userdb: UserLookup | None,
         aliases: AliasTable | None = None,
+        virtual: VirtualAliases | None = None,
     ) -> None:
         self.settings = settings
         self.userdb = userdb
         self.aliases = aliases or AliasTable(alias_paths(settings))
         self.domains = {canonical_domain(d) for d in settings.mydestination}
+        self.virtual_domains = {
+            canonical_domain(d) for d in settings.virtual_mailbox_domains
+        }
+        self.origin = canonical_domain(settings.myorigin)
         self.delimiters = settings.recipient_delimiter
+        self.virtual = virtual or VirtualAliases(
+            virtual_alias_paths(settings), self.origin, self.delimiters
+        )
 
     def is_local_domain(self, domain: str) -> bool:
+        """Whether domain is in mydestination."""
         return canonical_domain(domain) in self.domains
 
+    def domain_class(self, domain: str) -> str | None:
+        """LOCAL, VIRTUAL_MAILBOX, VIRTUAL_ALIAS, or None: not ours."""
+        canon = canonical_domain(domain)
+        if canon in self.domains:
+            return LOCAL
+        if canon in self.virtual_domains:
+            return VIRTUAL_MAILBOX
+        if self.virtual.is_alias_domain(canon):
+            return VIRTUAL_ALIAS
+        return None
+
+    def is_our_domain(self, domain: str) -> bool:
+        """Whether mail for domain is delivered here (any of the three)."""
+        return self.domain_class(domain) is not None
+
     def is_local(self, address: str) -> bool:
-        """Whether address belongs to a mydestination domain (or has none)."""
+        """Whether address is delivered here (or has no domain)."""
         _, domain = split_address(address)
-        return not domain or self.is_local_domain(domain)
+        return not domain or self.is_our_domain(domain)
 
     def resolve(self, address: str) -> list[str] | None:
         """Local user names for address; None when the domain is not ours.
 
         Raises UnknownRecipient for a local address with no user or alias.
-        An alias that only forwards elsewhere gives an empty list.
+        An alias that only forwards elsewhere gives an empty list.  A
+        virtual mailbox user is named ``name@domain``.
         """
         targets = self.expand(address)
         if targets is None:
@@ -168,13 +224,121 @@ class LocalRecipients:
     def expand(self, address: str) -> list[Target] | None:
         """Every target of address; see resolve for None and the exception."""
         local, domain = split_address(address)
-        if domain and not self.is_local_domain(domain):
-            return None
-        domain = canonical_domain(domain) if domain else self.settings.myorigin
+        if domain:
+            domain = canonical_domain(domain)
+            kind = self.domain_class(domain)
+            if kind is None:
+                return None
+        else:
+            domain, kind = self.origin, LOCAL
         out: list[Target] = []
-        if not self._expand_name(local, domain, [], out, top=True):
+        via = format_address(local, domain)
+        if not self._expand_address(local, domain, kind, via, [], out, top=True):
+            raise UnknownRecipient(address)
+        if out and all(t.kind == "error" and t.dsn == "5.1.1" for t in out):
+            # every target is an unknown user (a catch-all or alias to
+            # nobody): refuse at RCPT rather than accept and bounce
             raise UnknownRecipient(address)
         return out[:_MAX_TARGETS]
+
+    def _expand_address(
+        self,
+        local: str,
+        domain: str,
+        kind: str | None,
+        via: str,
+        stack: list[str],
+        out: list[Target],
+        *,
+        top: bool = False,
+        trusted: str = "alias",
+    ) -> bool:
+        """Expand local@domain (of class kind) into out; False when
+        nothing knows it.  via is the address that led here."""
+        if kind is None:
+            address = format_address(local, domain)
+            out.append(Target("forward", address, via, "", trusted))
+            return True
+        if self._expand_virtual(local, domain, kind, stack, out, trusted):
+            return True
+        return self._expand_final(local, domain, kind, stack, out, top, trusted)
+
+    def _expand_final(
+        self,
+        local: str,
+        domain: str,
+        kind: str,
+        stack: list[str],
+        out: list[Target],
+        top: bool,
+        trusted: str,
+    ) -> bool:
+        """Deliver local@domain by its domain class, past virtual aliasing."""
+        if kind == LOCAL:
+            return self._expand_name(
+                local, domain, stack, out, top=top, trusted=trusted
+            )
+
+        address = format_address(local, domain)
+        user = self._virtual_user(local, domain) if kind == VIRTUAL_MAILBOX else None
+        if user is not None:
+            out.append(Target("mailbox", user, address))
+            return True
+        if self._base_name(local.lower()) in _ALWAYS_LOCAL:
+            # RFC 5321 4.5.1: every domain we take mail for has a postmaster
+            return self._expand_name(local, self.origin, stack, out, trusted=trusted)
+        if not top:
+            out.append(Target("error", f"unknown user: {local}", address, "5.1.1"))
+        return not top
+
+    def _expand_virtual(
+        self,
+        local: str,
+        domain: str,
+        kind: str,
+        stack: list[str],
+        out: list[Target],
+        trusted: str,
+    ) -> bool:
+        """Rewrite by virtual_alias_maps; False when no entry matched."""
+        is_local_site = kind == LOCAL or domain == self.origin
+        match = self.virtual.lookup(local, domain, is_local_site=is_local_site)
+        if match is None:
+            return False
+        address = format_address(local, domain)
+        marker = f"virtual:{address.lower()}"
+        if marker in stack:
+            reason = f"mail forwarding loop for {address}"
+            out.append(Target("error", reason, address, "5.4.6"))
+            return True
+        if len(stack) >= _MAX_DEPTH or len(out) >= _MAX_TARGETS:
+            out.append(Target("error", "alias expansion too deep", address, "5.4.6"))
+            return True
+
+        stack.append(marker)
+        for new_local, new_domain in match.addresses:
+            if (new_local.lower(), new_domain) == (local.lower(), domain):
+                # "a@x  a@x, b@y": a@x keeps its own copy too
+                self._expand_final(local, domain, kind, stack, out, False, trusted)
+                continue
+            new_kind = self.domain_class(new_domain)
+            self._expand_address(
+                new_local, new_domain, new_kind, address, stack, out, trusted=trusted
+            )
+        stack.pop()
+        return True
+
+    def _virtual_user(self, local: str, domain: str) -> str | None:
+        if "@" in local or self.userdb is None:
+            return None
+        base = self._base_name(local)
+        for name in dict.fromkeys((local, local.lower(), base, base.lower())):
+            if not _is_safe_user(name):
+                continue
+            for form in _domain_forms(domain):
+                if self.userdb.exists(f"{name}@{form}"):
+                    return f"{name}@{form}"
+        return None
 
     def _user(self, name: str) -> str | None:
         if not _is_safe_user(name) or self.userdb is None:
@@ -202,9 +366,9 @@ class LocalRecipients:
     ) -> bool:
         """Expand a local name into out; False when nothing knows it."""
         key = name.lower()
-        address = f"{name}@{domain}"
+        address = format_address(name, domain)
         if key in stack:
-            reason = f"mail forwarding loop for {stack[0]}@{domain}"
+            reason = f"mail forwarding loop for {format_address(key, domain)}"
             out.append(Target("error", reason, address, "5.4.6"))
             return True
         if len(stack) >= _MAX_DEPTH or len(out) >= _MAX_TARGETS:
@@ -252,7 +416,7 @@ class LocalRecipients:
         out: list[Target],
         trusted: str,
     ) -> None:
-        address = f"{alias_key}@{domain}"
+        address = format_address(alias_key, domain)
         if value.startswith("|"):
             out.append(Target("command", value[1:].strip(), address, "", trusted))
         elif value.lower().startswith(":include:"):
@@ -261,11 +425,14 @@ class LocalRecipients:
             out.append(Target("file", value, address, "", trusted))
         elif "@" in value:
             local, target_domain = split_address(value)
-            if self.is_local_domain(target_domain):
-                canon = canonical_domain(target_domain)
-                self._expand_name(local, canon, stack, out, trusted=trusted)
-            else:
+            canon = canonical_domain(target_domain)
+            kind = self.domain_class(canon)
+            if kind is None:
                 out.append(Target("forward", value, address, "", trusted))
+            else:
+                self._expand_address(
+                    local, canon, kind, address, stack, out, trusted=trusted
+                )
         elif value.lower() == alias_key:
             # "name: name, other" delivers to the user called name itself
             user = self._user(value)
