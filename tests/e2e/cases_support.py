@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +49,8 @@ USERS = {
     "bob": "bob-pass",
     "al": "al-pass",
     "anna": "anna-pass",
+    "carol": "carol-pass",
+    "dave": "dave-pass",
 }
 START_TIMEOUT_S = 30.0
 WAIT_TIMEOUT_S = 30.0
@@ -443,3 +446,96 @@ def imap_literal(lines: list[bytes], item: bytes) -> bytes:
     count = int(blob[open_at + 1 : close_at])
     body_at = close_at + 3
     return blob[body_at : body_at + count]
+
+
+# a next hop on loopback ---------------------------------------------------
+
+
+class CaptureSmtp:
+    """A tiny SMTP server on loopback that records what Roost sends it.
+
+    `extensions` are the EHLO keywords it offers; `refuse_rcpt` maps a
+    lowercased address to the reply it gets at RCPT. Each finished
+    transaction is appended to `transactions` as (mail line, rcpt lines,
+    data bytes); `commands` keeps every command line received.
+    """
+
+    def __init__(
+        self,
+        extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME", "SMTPUTF8"),
+        refuse_rcpt: dict[str, str] | None = None,
+    ) -> None:
+        self.extensions = extensions
+        self.refuse_rcpt = dict(refuse_rcpt or {})
+        self.commands: list[bytes] = []
+        self.transactions: list[tuple[bytes, list[bytes], bytes]] = []
+        self.sessions = 0
+        self.listener = socket.create_server((HOST, 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        self.sessions += 1
+        conn.settimeout(30)
+        reader = conn.makefile("rb")
+        try:
+            self._dialogue(conn, reader)
+        except OSError:
+            pass
+        finally:
+            reader.close()
+            conn.close()
+
+    def _dialogue(self, conn: socket.socket, reader: object) -> None:
+        read = reader.readline  # type: ignore[attr-defined]
+        conn.sendall(b"220 capture.example.org ESMTP\r\n")
+        mail, rcpts = b"", []
+        while line := read(4096):
+            self.commands.append(line)
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                ext = [b"capture.example.org", *(e.encode() for e in self.extensions)]
+                text = b"".join(b"250-" + e + b"\r\n" for e in ext[:-1])
+                conn.sendall(text + b"250 " + ext[-1] + b"\r\n")
+            elif verb == b"MAIL":
+                mail, rcpts = line, []
+                conn.sendall(b"250 2.1.0 Ok\r\n")
+            elif verb == b"RCPT":
+                address = line.split(b"<", 1)[1].split(b">", 1)[0].lower()
+                refusal = self.refuse_rcpt.get(address.decode("utf-8", "replace"))
+                if refusal:
+                    conn.sendall(refusal.encode() + b"\r\n")
+                else:
+                    rcpts.append(line)
+                    conn.sendall(b"250 2.1.5 Ok\r\n")
+            elif verb == b"DATA":
+                if not rcpts:
+                    conn.sendall(b"554 5.5.1 No valid recipients\r\n")
+                    continue
+                conn.sendall(b"354 go ahead\r\n")
+                data = b""
+                while (chunk := read(1 << 20)) not in (b".\r\n", b""):
+                    data += chunk
+                self.transactions.append((mail, rcpts, data))
+                conn.sendall(b"250 2.0.0 Ok: captured\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 2.0.0 Ok\r\n")
+
+    def close(self) -> None:
+        self.stopping = True
+        self.thread.join(timeout=5)
+        self.listener.close()
