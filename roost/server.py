@@ -142,7 +142,14 @@ class Server:
             return service.handle
 
         def pop3(implicit: bool) -> Handler:
-            return Pop3Service(settings, userdb, implicit, throttle=throttle).handle
+            service = Pop3Service(
+                settings,
+                userdb,
+                implicit,
+                throttle=throttle,
+                lock_session=settings.pop3_lock_session,
+            )
+            return service.handle
 
         plan: list[tuple[str, int | None, Handler, bool, str]] = [
             ("smtpd", settings.smtp_port, smtp(False, False), False, "smtp"),

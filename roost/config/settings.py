@@ -169,6 +169,11 @@ class Settings:
     smtpd_timeout: int = _p(v.time("s"), "300s", "SMTP idle timeout")
     imap_idle_timeout: int = _p(v.time("s"), "1800s", "IMAP idle timeout")
     pop3_timeout: int = _p(v.time("s"), "600s", "POP3 idle timeout")
+    # dovecot's pop3_lock_session; "no" lets several sessions read one
+    # maildrop (each keeps its own snapshot), as dovecot does by default.
+    pop3_lock_session: bool = _p(
+        v.BOOLEAN, "yes", "one POP3 session per mailbox ([IN-USE])"
+    )
 
     # queue and bounces
     queue_run_delay: int = _p(
