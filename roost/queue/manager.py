@@ -53,6 +53,9 @@ from roost.queue.result import (
 from roost.queue.spool import QueueState, Spool, fsync_dir
 
 log = logging.getLogger("roost.queue")
+# postfix's pickup(8) logs "QID: uid=N from=<...>" under its own name, and
+# pflogsumm counts a message as received only from smtpd or pickup lines
+pickup_log = logging.getLogger("roost.pickup")
 
 _PICKUP_POLL_S = 1.0
 _CONTROL_LINE_MAX = 1024 * 1024
@@ -326,7 +329,7 @@ class QueueManager:
         ).encode()
         self.spool.enqueue_now(envelope, received + data)
         self._unlink_maildrop(path)
-        log.info(
+        pickup_log.info(
             "%s: uid=%d from=<%s>", queue_id, envelope.local_uid, envelope.mail_from
         )
         return queue_id

@@ -415,7 +415,8 @@ def test_hold_release_delete(tmp_path):
     assert rig.mailbox("bob") == []
 
 
-def test_maildrop_pickup_is_queued_once(tmp_path):
+def test_maildrop_pickup_is_queued_once(tmp_path, caplog):
+    caplog.set_level("INFO")
     rig = make_rig(tmp_path)
     name = rig.spool.drop(envelope("alice@example.test", local_uid=1000), MESSAGE)
 
@@ -431,6 +432,11 @@ def test_maildrop_pickup_is_queued_once(tmp_path):
     assert rig.spool.maildrop_names() == []
     [copy] = rig.mailbox("alice")
     assert b"(Roost, from userid 1000)\n\tid " + name.encode() in copy
+    # pflogsumm counts "pickup[pid]: QID: uid=" lines as received mail
+    picked = [r for r in caplog.records if r.name == "roost.pickup"]
+    assert [r.getMessage() for r in picked] == [
+        f"{name}: uid=1000 from=<ann@example.org>"
+    ]
 
 
 def test_second_manager_cannot_take_the_queue(tmp_path):
