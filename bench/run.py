@@ -74,7 +74,7 @@ class Plan:
     max_time: float = 120.0
     e2e_timeout: float = 120.0
     quiet_pct: float = 15.0
-    quiet_wait: float = 30.0
+    quiet_wait: float = 10.0
 
     @classmethod
     def quick(cls) -> Plan:
