@@ -68,6 +68,7 @@ class Server:
     loop: asyncio.AbstractEventLoop
     listener: Listener
     thread: threading.Thread
+    service: SmtpService
     clients: list[Raw] = field(default_factory=list)
 
     def connect(self) -> socket.socket:
@@ -136,7 +137,7 @@ def start_server(
     thread.start()
     asyncio.run_coroutine_threadsafe(listener.start(), loop).result(10)
     port = listener.bound_ports[0]
-    return Server(settings, spool, port, loop, listener, thread)
+    return Server(settings, spool, port, loop, listener, thread, service)
 
 
 @pytest.fixture

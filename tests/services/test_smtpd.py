@@ -476,3 +476,57 @@ def test_connection_count_limit(tmp_path: Path) -> None:
         assert lines[0].startswith(b"421 4.7.0 mx.example.test")
     finally:
         srv.stop()
+
+
+def test_recipient_limit(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, smtpd_recipient_limit="2")
+    try:
+        raw = open_raw(srv)
+        assert raw.command(EHLO) == 250
+        assert raw.command(b"MAIL FROM:<s@example.org>") == 250
+        assert raw.command(b"RCPT TO:<alice@example.test>") == 250
+        assert raw.command(b"RCPT TO:<bob@example.test>") == 250
+        raw.send(b"RCPT TO:<x@example.test>\r\n")
+        code, lines = raw.reply()
+        assert code == 452
+        assert lines[0].startswith(b"452 4.5.3")
+    finally:
+        srv.stop()
+
+
+def test_our_own_bug_is_451_and_the_session_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = start_server(tmp_path)
+
+    class Broken:
+        def resolve(self, address: str) -> list[str] | None:
+            raise RuntimeError("bug in the resolver")
+
+    srv.service.local_recipients = Broken()
+    try:
+        raw = open_raw(srv)
+        assert raw.command(EHLO) == 250
+        assert raw.command(b"MAIL FROM:<s@example.org>") == 250
+        raw.send(b"RCPT TO:<a@example.test>\r\n")
+        code, lines = raw.reply()
+        assert lines == [b"451 4.3.0 Error: internal error\r\n"]
+        assert raw.command(b"NOOP") == 250
+    finally:
+        srv.stop()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors
+    assert errors[0].exc_info is not None
+    assert "bug in the resolver" not in b"".join(lines).decode()
+
+
+def test_idle_timeout_gets_421(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, smtpd_timeout="1s")
+    try:
+        raw = open_raw(srv)
+        code, lines = raw.reply()  # sends nothing; the server gives up
+        assert code == 421
+        assert lines[0].startswith(b"421 4.4.2 mx.example.test")
+        assert raw.reply() == (0, [])
+    finally:
+        srv.stop()
