@@ -168,7 +168,11 @@ class Server:
                 addresses=list(settings.inet_interfaces),
                 ssl_context=context,
                 implicit_tls=implicit,
-                max_per_client=settings.smtpd_client_connection_count_limit,
+                # smtpd counts per client itself, exempting mynetworks as
+                # postfix does; the listener's limit guards IMAP and POP3.
+                max_per_client=0
+                if kind == "smtp"
+                else settings.smtpd_client_connection_count_limit,
                 too_many_reply=_TOO_MANY[kind],
             )
             for name, port, handler, implicit, kind in plan
