@@ -1,0 +1,190 @@
+"""Mailstore: UIDs that persist, flags in file names, other programs'
+drops, shared views, folder names on disk (case 024)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from roost.mailstore import index, names
+from roost.mailstore.errors import MailstoreError
+from roost.mailstore.maildir import deliver, mailbox_path
+from roost.mailstore.store import Mailstore, create_user
+from roost.protocols.imap.grammar import parse_sequence_set
+
+
+class _Settings:
+    def __init__(self, root: Path) -> None:
+        self.mailbox_directory = root
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    create_user(_Settings(tmp_path), "alice")
+    return tmp_path
+
+
+def test_create_user_makes_special_use_folders(root: Path) -> None:
+    maildir = mailbox_path(root, "alice")
+    for folder in ("Sent", "Drafts", "Trash", "Junk"):
+        assert (maildir / f".{folder}" / "cur").is_dir()
+
+    async def folders() -> list[tuple[str, tuple[str, ...]]]:
+        store = Mailstore(root).user("alice")
+        return [(f.name, f.attributes) for f in await store.folders()]
+
+    listing = dict(run(folders()))
+    assert listing["Sent"] == ("\\HasNoChildren", "\\Sent")
+    assert listing["INBOX"] == ("\\HasNoChildren",)
+
+
+def test_uids_persist_across_restarts_and_new_drops(root: Path) -> None:
+    maildir = mailbox_path(root, "alice")
+
+    async def first() -> tuple[int, list[int]]:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        await box.append(b"Subject: a\n\nx\n", frozenset({"\\Seen"}), None)
+        await box.append(b"Subject: b\n\ny\n", frozenset({"Work"}), None)
+        return box.uidvalidity, list(box.uids)
+
+    validity, uids = run(first())
+    assert uids == [1, 2]
+    deliver(maildir, b"Subject: dropped by another program\n\nz\n")
+
+    async def second() -> tuple[int, list[int], list[frozenset[str]]]:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        return box.uidvalidity, list(box.uids), [m.flags for m in box.messages()]
+
+    validity2, uids2, flags = run(second())
+    assert validity2 == validity and uids2 == [1, 2, 3]
+    assert flags == [frozenset({"\\Seen"}), frozenset({"Work"}), frozenset()]
+    assert index.read_keywords(maildir) == ["Work"]
+    names_on_disk = sorted(os.listdir(maildir / "cur"))
+    assert names_on_disk[0].endswith(":2,S") and names_on_disk[1].endswith(":2,a")
+
+
+def test_sizes_are_crlf_sizes(root: Path) -> None:
+    async def scenario() -> list[int]:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        await box.append(b"Subject: a\n\nline\n", frozenset(), None)
+        return [m.size for m in box.messages()]
+
+    assert run(scenario()) == [len(b"Subject: a\r\n\r\nline\r\n")]
+    text = (mailbox_path(root, "alice") / index.UIDLIST).read_text()
+    assert text.splitlines()[1].startswith("1 W20 :")
+
+
+def test_views_keep_their_own_sequence_numbers(root: Path) -> None:
+    async def scenario() -> None:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        for n in range(3):
+            await box.append(b"Subject: %d\n\n" % n, frozenset(), None)
+        a, b = box.open_view(False), box.open_view(False)
+        assert a.recent == {1, 2, 3} and b.recent == set()
+        await box.expunge([1])
+        # case 023: A still numbers UID 2 as 2 until it may be told
+        assert a.resolve(parse_sequence_set("2"), False) == [2]
+        assert a.drain(allow_expunge=False) == []
+        assert a.drain(allow_expunge=True) == [("EXPUNGE", 1, 1)]
+        assert a.resolve(parse_sequence_set("1"), False) == [2]
+        await box.store([3], "+", frozenset({"\\Flagged"}), origin=a)
+        assert a.drain(True) == []
+        assert b.drain(True) == [("EXPUNGE", 1, 1), ("FLAGS", 2, 3)]
+        await box.append(b"Subject: new\n\n", frozenset(), None)
+        assert a.changed.is_set()
+        assert a.drain(True) == [("EXISTS", 3, 0), ("RECENT", 3, 0)]
+
+    run(scenario())
+
+
+def test_copy_keeps_flags_and_dates(root: Path) -> None:
+    async def scenario() -> None:
+        store = Mailstore(root).user("alice")
+        inbox = await store.mailbox("INBOX")
+        uid = await inbox.append(b"Subject: x\n\n", frozenset({"\\Answered", "K"}), 1e9)
+        trash = await store.mailbox("Trash")
+        pairs = await inbox.copy_to([uid, 99], trash)
+        assert pairs == [(1, 1)]
+        copied = trash.messages()[0]
+        assert copied.flags == frozenset({"\\Answered", "K"})
+        assert copied.internaldate == 1e9
+
+    run(scenario())
+
+
+def test_external_deletion_and_flag_change_are_seen(root: Path) -> None:
+    maildir = mailbox_path(root, "alice")
+
+    async def scenario() -> None:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        await box.append(b"Subject: 1\n\n", frozenset(), None)
+        await box.append(b"Subject: 2\n\n", frozenset(), None)
+        view = box.open_view(False)
+        first, second = sorted(os.listdir(maildir / "cur"))
+        os.unlink(maildir / "cur" / first)
+        os.rename(maildir / "cur" / second, maildir / "cur" / (second + "S"))
+        await box.refresh()
+        assert view.drain(True) == [("EXPUNGE", 1, 1), ("FLAGS", 1, 2)]
+
+    run(scenario())
+
+
+def test_mailbox_errors(root: Path) -> None:
+    async def scenario() -> None:
+        store = Mailstore(root).user("alice")
+        with pytest.raises(MailstoreError) as info:
+            await store.mailbox("Nope")
+        assert info.value.code == "NONEXISTENT"
+        await store.create("A/B")
+        with pytest.raises(MailstoreError) as info:
+            await store.create("A/B")
+        assert info.value.code == "ALREADYEXISTS"
+        with pytest.raises(MailstoreError) as info:
+            await store.delete("A")
+        assert info.value.code in ("NONEXISTENT", "HASCHILDREN")
+        await store.rename("A/B", "C/D")
+        assert await store.exists("C/D")
+        await store.rename("INBOX", "Old")
+        assert await store.exists("INBOX")
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("name", "dirname"),
+    [("Sent", ".Sent"), ("Projects.2026", ".Projects%2E2026"),
+     ("Projects/2026", ".Projects.2026"), ("inbox/x", ".INBOX.x"),
+     ("Entwürfe", ".Entw&APw-rfe"), ("100%", ".100%25")],
+)
+def test_folder_names_on_disk(name: str, dirname: str) -> None:
+    assert names.folder_dirname(name) == dirname
+    assert names.name_of_dirname(dirname) == names.normalise(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a//b", "/abs", "..", "a/../b", "x/.", "tab\there", "a" * 600]
+)
+def test_folder_names_refused(name: str, tmp_path: Path) -> None:
+    with pytest.raises(names.InvalidName):
+        names.folder_path(tmp_path, name)
+
+
+def test_select_of_1000_messages_uses_the_index(root: Path) -> None:
+    maildir = mailbox_path(root, "alice")
+    for n in range(1000):
+        deliver(maildir, b"Subject: m%d\n\nbody\n" % n)
+
+    async def load() -> int:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        return len(box.uids)
+
+    assert run(load()) == 1000
+    uidlist = index.read_uidlist(maildir)
+    assert uidlist is not None and len(uidlist.sizes) == 1000
