@@ -34,8 +34,8 @@ from roost.mailstore.maildir import (
     name_with_flags,
     unique_name,
 )
-from roost.protocols.imap.grammar import SequenceSet
 from roost.protocols.imap.errors import ImapError
+from roost.protocols.imap.grammar import SequenceSet
 
 PARSED_CACHE_ENTRIES = 64
 PARSED_CACHE_BYTES = 64 * 1024 * 1024

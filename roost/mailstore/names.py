@@ -26,7 +26,7 @@ MAX_LEVEL_BYTES = 200
 MAX_LEVELS = 16
 
 
-class InvalidName(ValueError):
+class InvalidName(ValueError):  # noqa: N818 (reads as the condition)
     """A mailbox name Roost will not map to a directory."""
 
 

@@ -16,6 +16,7 @@ once during IDLE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -61,8 +62,8 @@ from roost.protocols.imap.connection import (
 from roost.protocols.imap.errors import ImapError
 from roost.protocols.imap.grammar import (
     astring,
-    format_date_time,
     decode_mutf7,
+    format_date_time,
     format_uid_set,
     literal,
     mailbox_name,
@@ -179,10 +180,10 @@ class Session:
                 continue
             if isinstance(event, ConnectionClosed):
                 return
-            if isinstance(event, Command):
-                if not await self._dispatch(event):
-                    return
-            # IdleDone / AuthResponse outside their exchange: stray lines
+            # an IdleDone / AuthResponse outside its exchange cannot happen:
+            # the core is in those modes only while their handler runs
+            if isinstance(event, Command) and not await self._dispatch(event):
+                return
 
     async def _read(self) -> bytes:
         if self._read_task is None:
@@ -201,10 +202,8 @@ class Session:
                 raise ConnectionError("too many bad commands")
 
     async def _write_quietly(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.conn.write(data)
-        except (ConnectionError, OSError):
-            pass
 
     def send(self, line: bytes) -> None:
         self._out.append(line)
@@ -222,7 +221,7 @@ class Session:
             text = await handler(self, command)
             await self._send_news(command)
             self.send(f"{command.tag} {text}\r\n".encode())
-        except _AlreadyAnswered:
+        except _AnsweredError:
             return True
         except ImapError as error:
             self._out.append(error.response(command.tag))
@@ -331,11 +330,11 @@ async def _on_starttls(s: Session, cmd: Command) -> str:
     await s.flush()
     await s.conn.start_tls()
     s.core.discard_input()
-    raise _AlreadyAnswered
+    raise _AnsweredError
 
 
-class _AlreadyAnswered(Exception):
-    """A handler that wrote its own tagged reply (STARTTLS)."""
+class _AnsweredError(Exception):
+    """Not an error: a handler wrote its own tagged reply (STARTTLS)."""
 
 
 async def _on_login(s: Session, cmd: Command) -> str:
@@ -787,7 +786,7 @@ def _search_all(
 
 
 def _internal_datetime(message: Message) -> dt.datetime:
-    return dt.datetime.fromtimestamp(message.internaldate, dt.timezone.utc).astimezone()
+    return dt.datetime.fromtimestamp(message.internaldate, dt.UTC).astimezone()
 
 
 # --- FETCH -------------------------------------------------------------------

@@ -63,11 +63,13 @@ def test_uids_persist_across_restarts_and_new_drops(root: Path) -> None:
         return box.uidvalidity, list(box.uids), [m.flags for m in box.messages()]
 
     validity2, uids2, flags = run(second())
-    assert validity2 == validity and uids2 == [1, 2, 3]
+    assert validity2 == validity
+    assert uids2 == [1, 2, 3]
     assert flags == [frozenset({"\\Seen"}), frozenset({"Work"}), frozenset()]
     assert index.read_keywords(maildir) == ["Work"]
     names_on_disk = sorted(os.listdir(maildir / "cur"))
-    assert names_on_disk[0].endswith(":2,S") and names_on_disk[1].endswith(":2,a")
+    assert names_on_disk[0].endswith(":2,S")
+    assert names_on_disk[1].endswith(":2,a")
 
 
 def test_sizes_are_crlf_sizes(root: Path) -> None:
@@ -87,7 +89,8 @@ def test_views_keep_their_own_sequence_numbers(root: Path) -> None:
         for n in range(3):
             await box.append(b"Subject: %d\n\n" % n, frozenset(), None)
         a, b = box.open_view(False), box.open_view(False)
-        assert a.recent == {1, 2, 3} and b.recent == set()
+        assert a.recent == {1, 2, 3}
+        assert b.recent == set()
         await box.expunge([1])
         # case 023: A still numbers UID 2 as 2 until it may be told
         assert a.resolve(parse_sequence_set("2"), False) == [2]
@@ -159,9 +162,14 @@ def test_mailbox_errors(root: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "dirname"),
-    [("Sent", ".Sent"), ("Projects.2026", ".Projects%2E2026"),
-     ("Projects/2026", ".Projects.2026"), ("inbox/x", ".INBOX.x"),
-     ("Entwürfe", ".Entw&APw-rfe"), ("100%", ".100%25")],
+    [
+        ("Sent", ".Sent"),
+        ("Projects.2026", ".Projects%2E2026"),
+        ("Projects/2026", ".Projects.2026"),
+        ("inbox/x", ".INBOX.x"),
+        ("Entwürfe", ".Entw&APw-rfe"),
+        ("100%", ".100%25"),
+    ],
 )
 def test_folder_names_on_disk(name: str, dirname: str) -> None:
     assert names.folder_dirname(name) == dirname
@@ -187,4 +195,5 @@ def test_select_of_1000_messages_uses_the_index(root: Path) -> None:
 
     assert run(load()) == 1000
     uidlist = index.read_uidlist(maildir)
-    assert uidlist is not None and len(uidlist.sizes) == 1000
+    assert uidlist is not None
+    assert len(uidlist.sizes) == 1000

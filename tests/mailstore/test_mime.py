@@ -29,7 +29,11 @@ def test_depth_limit_makes_an_opaque_leaf() -> None:
     depth = mime.MAX_DEPTH + 5
     lines = [b"Content-Type: multipart/mixed; boundary=b0", b""]
     for level in range(1, depth):
-        lines += [b"--b%d" % (level - 1), b"Content-Type: multipart/mixed; boundary=b%d" % level, b""]
+        lines += [
+            b"--b%d" % (level - 1),
+            b"Content-Type: multipart/mixed; boundary=b%d" % level,
+            b"",
+        ]
     lines += [b"--b%d" % (depth - 1), b"", b"leaf"]
     root = mime.parse(b"\r\n".join(lines))
     parts = mime.iter_parts(root)
@@ -46,7 +50,10 @@ def test_part_limit() -> None:
 
 
 def test_missing_close_delimiter_ends_at_message_end() -> None:
-    data = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\none\r\n--x\r\n\r\ntwo"
+    data = (
+        b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"
+        b"--x\r\n\r\none\r\n--x\r\n\r\ntwo"
+    )
     root = mime.parse(data)
     assert [data[p.body_start : p.end] for p in root.children] == [b"one", b"two"]
 

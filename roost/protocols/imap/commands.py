@@ -382,22 +382,17 @@ def _fetch(tag: str, name: str, uid: bool, args: Args) -> Command:
     if isinstance(token, PList):
         if not token.items:
             raise ImapError.bad("Empty FETCH item list")
-        atts = [_fetch_att(item) for item in token.items]
+        flat = [_fetch_att(item) for item in token.items]
     elif isinstance(token, Atom):
-        atts = _fetch_macro(token.value) or [_fetch_att(token)]
+        flat = _fetch_macro(token.value) or [_fetch_att(token)]
     else:
         raise ImapError.bad("Invalid FETCH items")
-    flat = [att for group in atts for att in _as_list(group)]
     if uid and not any(att.name == "UID" for att in flat):
         flat.insert(0, FetchAtt("UID"))  # RFC 3501 6.4.8
     return Fetch(tag, name, uid, sequence_set, tuple(flat))
 
 
-def _as_list(item: FetchAtt | list[FetchAtt]) -> list[FetchAtt]:
-    return item if isinstance(item, list) else [item]
-
-
-def _fetch_macro(text: str) -> list[FetchAtt | list[FetchAtt]] | None:
+def _fetch_macro(text: str) -> list[FetchAtt] | None:
     names = {
         "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
         "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
@@ -508,7 +503,7 @@ def _store(tag: str, name: str, uid: bool, args: Args) -> Command:
         flags = parse_flag_list(token.items)
         args.end()
     else:
-        rest = [token]
+        rest: list[Token] = [token]
         while args.more():
             rest.append(args.token())
         flags = parse_flag_list(tuple(rest))

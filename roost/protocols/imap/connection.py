@@ -196,32 +196,33 @@ class ServerConnection:
         return self._on_command_line(line)
 
     def _on_command_line(self, line: bytes) -> Event | None:
-        if self._discard_error is None:
-            self._segments.append(line)
-        elif not self._segments:
+        if self._discard_error is None or not self._segments:
             self._segments.append(line)
         self._command_bytes += len(line)
         try:
             announced = literal_at_end(line)
         except ImapError as error:
-            return self._reject(error)
+            self._reject(error)
+            return None
         if announced is None:
             return self._complete()
 
         if self._discard_error is not None:
             if announced.is_synchronizing:
-                return self._reject(self._discard_error)
+                self._reject(self._discard_error)
+                return None
             self._literal_left = announced.count
             return None
         limit = self._literal_limit()
         too_big = announced.count > limit
         too_long = self._command_bytes + announced.count > self._command_limit()
         if too_big or too_long:
-            error = ImapError.no("Literal too large", "TOOBIG")
+            refusal = ImapError.no("Literal too large", "TOOBIG")
             if announced.is_synchronizing:
-                return self._reject(error)
+                self._reject(refusal)
+                return None
             # LITERAL+: the client sends the data anyway; read and drop it
-            self._discard_error = error
+            self._discard_error = refusal
         elif announced.is_synchronizing:
             self._out += CONTINUATION
         self._command_bytes += announced.count
@@ -253,7 +254,6 @@ class ServerConnection:
         tag = read_tag(self._segments) if self._segments else None
         self._out += error.response(tag)
         self._reset_command()
-        return None
 
     def _reset_command(self) -> None:
         self._segments = []
@@ -264,7 +264,8 @@ class ServerConnection:
 
     def _complete(self) -> Event | None:
         if self._discard_error is not None:
-            return self._reject(self._discard_error)
+            self._reject(self._discard_error)
+            return None
         segments = self._segments
         self._reset_command()
         if segments == [b""]:

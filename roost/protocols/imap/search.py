@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import email.header
 import email.utils
@@ -18,6 +19,7 @@ import typing
 
 from roost.mailstore import mime
 from roost.protocols.imap.commands import SearchKey
+from roost.protocols.imap.grammar import SequenceSet
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
@@ -98,9 +100,9 @@ def _simple_match(
     if op == "SMALLER":
         return msg.size < typing.cast(int, args[0])
     if op == "SEQ":
-        return args[0].contains(msg.seq, largest_seq)  # type: ignore[attr-defined]
+        return typing.cast(SequenceSet, args[0]).contains(msg.seq, largest_seq)
     if op == "UID":
-        return args[0].contains(msg.uid, largest_uid)  # type: ignore[attr-defined]
+        return typing.cast(SequenceSet, args[0]).contains(msg.uid, largest_uid)
     if op in ("BEFORE", "ON", "SINCE"):
         return _compare_date(op, msg.internaldate.date(), typing.cast(dt.date, args[0]))
     return _text_match(op, args, msg)
@@ -194,10 +196,8 @@ def _body_contains(data: bytes, root: mime.Part, needle: str) -> bool:
 def _decoded_text(part: mime.Part, body: bytes) -> str:
     encoding = (part.header("Content-Transfer-Encoding") or b"").strip().lower()
     if encoding == b"base64":
-        try:
+        with contextlib.suppress(binascii.Error, ValueError):
             body = base64.b64decode(body, validate=False)
-        except (binascii.Error, ValueError):
-            pass
     elif encoding == b"quoted-printable":
         body = quopri.decodestring(body)
     charset = dict(part.params).get("charset", "utf-8")

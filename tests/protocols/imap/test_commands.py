@@ -23,13 +23,19 @@ def parse(line: bytes, literals: list[bytes] | None = None):  # type: ignore[no-
 
 
 def test_fetch_items_and_sections() -> None:
-    cmd = parse(b"a FETCH 1:* (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (Subject \"To\")]<0.10>)")
+    cmd = parse(
+        b'a FETCH 1:* (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (Subject "To")]<0.10>)'
+    )
     assert cmd.items == (
         FetchAtt("FLAGS"),
-        FetchAtt("BODY", Section((1, 2), "HEADER.FIELDS", ("Subject", "To")), True, (0, 10)),
+        FetchAtt(
+            "BODY", Section((1, 2), "HEADER.FIELDS", ("Subject", "To")), True, (0, 10)
+        ),
     )
     assert parse(b"a FETCH 1 FAST").items == (
-        FetchAtt("FLAGS"), FetchAtt("INTERNALDATE"), FetchAtt("RFC822.SIZE"),
+        FetchAtt("FLAGS"),
+        FetchAtt("INTERNALDATE"),
+        FetchAtt("RFC822.SIZE"),
     )
     uid = parse(b"a UID FETCH 1 FLAGS")
     assert uid.items[0] == FetchAtt("UID")
@@ -50,14 +56,18 @@ def test_section_labels() -> None:
 
 
 def test_search_keys() -> None:
-    cmd = parse(b'a SEARCH CHARSET UTF-8 OR (FROM "x" SEEN) NOT 1:3 HEADER X-A {2}', [b"\xc3\xa4"])
+    cmd = parse(
+        b'a SEARCH CHARSET UTF-8 OR (FROM "x" SEEN) NOT 1:3 HEADER X-A {2}',
+        [b"\xc3\xa4"],
+    )
     assert cmd.charset == "UTF-8"
     assert cmd.key.op == "AND"
     either, header = cmd.key.args
     assert either.op == "OR"
     left, right = either.args
     assert left == SearchKey("AND", (SearchKey("FROM", ("x",)), SearchKey("SEEN")))
-    assert right.op == "NOT" and right.args[0].op == "SEQ"
+    assert right.op == "NOT"
+    assert right.args[0].op == "SEQ"
     assert header == SearchKey("HEADER", ("X-A", "ä"))
 
 
@@ -92,4 +102,5 @@ def test_mailbox_names_decode_and_refuse() -> None:
 
 def test_list_extended_selection() -> None:
     cmd = parse(b'a LIST (SPECIAL-USE) "" "*" RETURN (CHILDREN)')
-    assert cmd.special_use_only and cmd.pattern == "*"
+    assert cmd.special_use_only
+    assert cmd.pattern == "*"

@@ -34,7 +34,8 @@ def drive(core: ServerConnection, data: bytes, *, bytewise: bool = False):
 def test_login_with_synchronizing_literal() -> None:
     core = ServerConnection()
     events, out = drive(core, b"a1 LOGIN {5}\r\n")
-    assert events == [] and out == b"+ Ready for literal data\r\n"
+    assert events == []
+    assert out == b"+ Ready for literal data\r\n"
     events, out = drive(core, b"alice {3}\r\n")
     assert out == b"+ Ready for literal data\r\n"
     events, out = drive(core, b"p\xc3\xa4\r\n")
@@ -48,16 +49,12 @@ def test_nonsynchronizing_literal_gets_no_continuation() -> None:
 
 
 def test_bytewise_equals_whole() -> None:
-    data = (
-        b"a1 LOGIN {5+}\r\nalice \"p\\\"w\"\r\n"
-        b"a2 NOOP\r\nbad\r\na3 FOO\r\n* NOOP\r\n"
-    )
+    data = b'a1 LOGIN {5+}\r\nalice "p\\"w"\r\na2 NOOP\r\nbad\r\na3 FOO\r\n* NOOP\r\n'
     whole = drive(ServerConnection(), data)
     split = drive(ServerConnection(), data, bytewise=True)
     assert whole == split
     assert whole[1] == (
-        b"bad BAD Missing command\r\na3 BAD Unknown command\r\n"
-        b"* BAD Invalid tag\r\n"
+        b"bad BAD Missing command\r\na3 BAD Unknown command\r\n* BAD Invalid tag\r\n"
     )
 
 
@@ -71,11 +68,11 @@ def test_state_table_refuses_out_of_state_commands() -> None:
     )
     core.state = State.SELECTED
     events, _ = drive(core, b"a3 UID FETCH 1:* (FLAGS)\r\n")
-    assert isinstance(events[0], Fetch) and events[0].uid
+    assert isinstance(events[0], Fetch)
+    assert events[0].uid
     events, out = drive(core, b"a4 LOGIN a b\r\na5 UID COPYX 1 x\r\n")
     assert out == (
-        b"a4 BAD Command not valid in this state\r\n"
-        b"a5 BAD Invalid UID command\r\n"
+        b"a4 BAD Command not valid in this state\r\na5 BAD Invalid UID command\r\n"
     )
 
 
@@ -103,7 +100,8 @@ def test_line_too_long_ends_session() -> None:
     events, out = drive(core, b"a" * 200)
     assert out == b"* BYE Line too long\r\n"
     events, out = drive(core, b"\r\na2 NOOP\r\n")
-    assert events == [] and out == b""
+    assert events == []
+    assert out == b""
 
 
 def test_idle_and_auth_modes() -> None:
@@ -145,8 +143,7 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
 @given(st.lists(st.integers(min_value=1, max_value=60), max_size=6))
 def test_any_split_gives_same_events(cuts: list[int]) -> None:
     data = (
-        b'a1 LOGIN {5}\r\nalice "pw"\r\na2 NOOP\r\n'
-        b"a3 LOGIN {3+}\r\nbob {2}\r\npw\r\n"
+        b'a1 LOGIN {5}\r\nalice "pw"\r\na2 NOOP\r\na3 LOGIN {3+}\r\nbob {2}\r\npw\r\n'
     )
     expected = drive(ServerConnection(), data)
     core = ServerConnection()

@@ -38,8 +38,15 @@ def test_mutf7_known_values(raw: bytes, text: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"&AC8-", b"&AC4ALgAvAGIAbwBi-", b"&ZeVnLIqe", b"&Jjo!-", b"caf\xc3\xa9",
-     b"tab\there", b"&AGE-"],
+    [
+        b"&AC8-",
+        b"&AC4ALgAvAGIAbwBi-",
+        b"&ZeVnLIqe",
+        b"&Jjo!-",
+        b"caf\xc3\xa9",
+        b"tab\there",
+        b"&AGE-",
+    ],
 )
 def test_mutf7_refuses_bad_or_ascii_encodings(raw: bytes) -> None:
     # RFC 3501 5.1.3: no printable US-ASCII in base64 (case 024)
@@ -50,7 +57,8 @@ def test_mutf7_refuses_bad_or_ascii_encodings(raw: bytes) -> None:
 def test_sequence_sets_cover_both_ends_in_any_order() -> None:
     seq = parse_sequence_set("5:2,9,*")
     assert list(seq.resolved(12)) == [(2, 5), (9, 9), (12, 12)]
-    assert seq.contains(3, 12) and not seq.contains(6, 12)
+    assert seq.contains(3, 12)
+    assert not seq.contains(6, 12)
     assert parse_sequence_set("*:4") == SequenceSet(((0, 4),))
 
 
@@ -62,13 +70,12 @@ def test_bad_sequence_sets(text: str) -> None:
         parse_sequence_set(text)
 
 
-@given(st.lists(st.integers(min_value=1, max_value=4_294_967_295), min_size=1))
+@given(st.lists(st.integers(min_value=1, max_value=3000), min_size=1))
 def test_uid_set_compression_round_trip(uids: list[int]) -> None:
     ordered = sorted(set(uids))
-    text = format_uid_set(ordered)
-    parsed = parse_sequence_set(text)
-    expanded = [n for lo, hi in parsed.resolved(0) for n in range(lo, min(hi, lo + 50) + 1)]
-    assert set(ordered) <= set(expanded) or len(ordered) > 50
+    parsed = parse_sequence_set(format_uid_set(ordered))
+    expanded = [n for lo, hi in parsed.resolved(0) for n in range(lo, hi + 1)]
+    assert expanded == ordered
 
 
 def test_strings_choose_quoted_or_literal() -> None:
