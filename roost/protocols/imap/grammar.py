@@ -214,7 +214,8 @@ def mailbox_name(name: str) -> bytes:
 
 # --- dates -------------------------------------------------------------
 
-MONTHS = tuple("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(" "))
+_MONTH_NAMES = "JanFebMarAprMayJunJulAugSepOctNovDec"
+MONTHS = tuple(_MONTH_NAMES[i : i + 3] for i in range(0, 36, 3))
 _MONTH_INDEX = {name.lower(): i + 1 for i, name in enumerate(MONTHS)}
 _DATE = re.compile(r"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
 _DATE_TIME = re.compile(
