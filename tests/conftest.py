@@ -363,9 +363,11 @@ def roost_factory(
 ) -> Iterator[Callable[..., RoostServer]]:
     """Start servers with extra main.cf parameters: factory(name=value...)."""
     with contextlib.ExitStack() as stack:
+        made: list[RoostServer] = []
 
         def make(**extra_config: str) -> RoostServer:
-            root = tmp_path / f"roost{len(stack._exit_callbacks)}"
-            return stack.enter_context(running_server(root, extra_config))
+            root = tmp_path / f"roost{len(made)}"
+            made.append(stack.enter_context(running_server(root, extra_config)))
+            return made[-1]
 
         yield make
