@@ -21,7 +21,7 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from roost.protocols.imap.grammar import SequenceSet
 PARSED_CACHE_ENTRIES = 64
 PARSED_CACHE_BYTES = 64 * 1024 * 1024
 HEADER_CACHE_ENTRIES = 50_000
+HEAD_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class Mailbox:
         self._parsed: OrderedDict[int, tuple[bytes, mime.Part]] = OrderedDict()
         self._parsed_bytes = 0
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
+        self._derived: dict[tuple[int, str], bytes] = {}
         self.is_deleted = False
 
     # --- reading the index (loop thread) -------------------------------
@@ -421,6 +423,7 @@ class Mailbox:
         for uid in gone:
             self._messages.pop(uid, None)
             self._headers.pop(uid, None)
+            self._derived.pop((uid, "envelope"), None)
             with self._cache_lock:
                 entry = self._parsed.pop(uid, None)
                 if entry is not None:
@@ -483,6 +486,19 @@ class Mailbox:
                 return path.read_bytes()
         raise MailstoreError("EXPUNGEISSUED", "Message was expunged")
 
+    def _read_head(self, message: Message) -> bytes:
+        """The start of a message, enough to hold its header as a rule."""
+        for _attempt in range(3):
+            path = self._locate(message)
+            if path is None:
+                break
+            with contextlib.suppress(FileNotFoundError), path.open("rb") as file:
+                head = file.read(HEAD_BYTES)
+                if b"\n\n" in head or b"\r\n\r\n" in head:
+                    return head
+                return head + file.read()
+        raise MailstoreError("EXPUNGEISSUED", "Message was expunged")
+
     def parsed(self, message: Message) -> tuple[bytes, mime.Part]:
         """The message as served (CRLF) and its MIME tree, cached."""
         with self._cache_lock:
@@ -508,12 +524,25 @@ class Mailbox:
         cached = self._headers.get(message.uid)
         if cached is not None:
             return cached
-        data = mime.to_crlf(self.read(message))
+        data = mime.to_crlf(self._read_head(message))
         end = _header_length(data)
         fields = mime.parse_headers(data[:end])
         if len(self._headers) < HEADER_CACHE_ENTRIES:
             self._headers[message.uid] = fields
         return fields
+
+    def derived(
+        self, message: Message, kind: str, compute: Callable[[], bytes]
+    ) -> bytes:
+        """A value computed from a message's octets (they never change),
+        cached per UID: the rendered ENVELOPE, for instance."""
+        key = (message.uid, kind)
+        value = self._derived.get(key)
+        if value is None:
+            value = compute()
+            if len(self._derived) < HEADER_CACHE_ENTRIES:
+                self._derived[key] = value
+        return value
 
 
 def _header_length(data: bytes) -> int:

@@ -845,11 +845,6 @@ def _batches(mailbox: Mailbox, uids: list[int]) -> list[list[int]]:
     return batches
 
 
-_NEEDS_PARSE = frozenset(
-    {"ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
-)
-
-
 def _render_fetch(
     mailbox: Mailbox,
     cmd: Fetch,
@@ -878,22 +873,35 @@ def _fetch_items(
     recent: bool,
     seen_set: bool,
 ) -> list[bytes]:
-    parsed: tuple[bytes, mime.Part] | None = None
-    if any(att.name in _NEEDS_PARSE for att in atts):
-        parsed = mailbox.parsed(message)
     current = mailbox.get(message.uid) or message
-    items = [_fetch_item(att, current, recent, parsed) for att in atts]
+    lazy = _LazyMessage(mailbox, current)
+    items = [_fetch_item(att, current, recent, lazy) for att in atts]
     if seen_set and not any(att.name == "FLAGS" for att in atts):
         # the implicit \Seen is reported, as RFC 3501 6.4.5 expects
-        items.append(_fetch_item(FetchAtt("FLAGS"), current, recent, parsed))
+        items.append(_fetch_item(FetchAtt("FLAGS"), current, recent, lazy))
     return items
 
 
+class _LazyMessage:
+    """Reads and parses a message only when an item needs its octets."""
+
+    def __init__(self, mailbox: Mailbox, message: Message) -> None:
+        self.mailbox = mailbox
+        self.message = message
+
+    def parsed(self) -> tuple[bytes, mime.Part]:
+        return self.mailbox.parsed(self.message)
+
+    def envelope(self) -> bytes:
+        def compute() -> bytes:
+            headers = self.mailbox.headers(self.message)
+            return fetch_items.envelope(mime.Part(0, 0, 0, headers))
+
+        return self.mailbox.derived(self.message, "envelope", compute)
+
+
 def _fetch_item(
-    att: FetchAtt,
-    message: Message,
-    recent: bool,
-    parsed: tuple[bytes, mime.Part] | None,
+    att: FetchAtt, message: Message, recent: bool, lazy: _LazyMessage
 ) -> bytes:
     name = att.name
     if name == "UID":
@@ -904,21 +912,23 @@ def _fetch_item(
         return b"INTERNALDATE " + format_date_time(_internal_datetime(message))
     if name == "RFC822.SIZE":
         return b"RFC822.SIZE %d" % message.size
-    assert parsed is not None
-    data, root = parsed
     if name == "ENVELOPE":
-        return b"ENVELOPE " + fetch_items.envelope(root)
+        return b"ENVELOPE " + lazy.envelope()
+    data, root = lazy.parsed()
     if name == "BODYSTRUCTURE":
         return b"BODYSTRUCTURE " + fetch_items.body_structure(data, root, True)
     if name == "BODY" and att.section is None:
         return b"BODY " + fetch_items.body_structure(data, root, False)
-    if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
-        text = {"RFC822": "", "RFC822.HEADER": "HEADER", "RFC822.TEXT": "TEXT"}[name]
-        content = fetch_items.section_bytes(data, root, Section((), text))
+    if name in _RFC822_SECTIONS:
+        section = Section((), _RFC822_SECTIONS[name])
+        content = fetch_items.section_bytes(data, root, section)
         return name.encode("ascii") + b" " + literal(content or b"")
     assert att.section is not None
     content = fetch_items.section_bytes(data, root, att.section)
     return fetch_items.body_item(att, content)
+
+
+_RFC822_SECTIONS = {"RFC822": "", "RFC822.HEADER": "HEADER", "RFC822.TEXT": "TEXT"}
 
 
 _HANDLERS: dict[str, Handler] = {
