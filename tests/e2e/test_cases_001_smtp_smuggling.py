@@ -42,8 +42,7 @@ def test_case_001_bare_lf_end_of_data_is_one_message(
     smtp.ehlo("relay.example.org")
     if pipelined:
         smtp.send(
-            b"MAIL FROM:<news@example.org>\r\nRCPT TO:<alice@example.test>\r\n"
-            b"DATA\r\n"
+            b"MAIL FROM:<news@example.org>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
         )
         assert [smtp.code(), smtp.code(), smtp.code()] == [250, 250, 354]
     else:

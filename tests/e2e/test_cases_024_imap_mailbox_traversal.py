@@ -46,7 +46,7 @@ def separator(imap: ImapRaw) -> str:
 def al(server: CaseServer) -> Iterator[ImapRaw]:
     imap = server.imap()
     imap.login("al", "al-pass")
-    yield imap
+    return imap
 
 
 def names(lines: list[bytes]) -> list[bytes]:
