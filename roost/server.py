@@ -213,7 +213,7 @@ async def _run(settings: Settings) -> int:
     log.info(
         "daemon started -- version Roost %s, configuration %s",
         _version(),
-        getattr(settings, "config_directory", "built-in defaults"),
+        settings.config_file or "built-in defaults",
     )
 
     stop = asyncio.Event()
