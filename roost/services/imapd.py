@@ -81,6 +81,7 @@ FETCH_BATCH_MESSAGES = 200
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 IDLE_POLL_S = 2.0  # rescan for other programs' deliveries while idling
 MAX_BAD_COMMANDS = 20
+_TOO_MANY_ERRORS = b"* BYE Too many invalid commands\r\n"
 PERMANENT_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*"
 
 
@@ -199,6 +200,7 @@ class Session:
             self.bad_count += data.count(b" BAD ")
             await self.conn.write(data)
             if self.bad_count > MAX_BAD_COMMANDS:
+                await self._write_quietly(_TOO_MANY_ERRORS)
                 raise ConnectionError("too many bad commands")
 
     async def _write_quietly(self, data: bytes) -> None:
@@ -239,7 +241,10 @@ class Session:
         await self.flush()
         if self.core.state is State.LOGOUT:
             return False
-        return self.bad_count <= MAX_BAD_COMMANDS
+        if self.bad_count > MAX_BAD_COMMANDS:
+            await self._write_quietly(_TOO_MANY_ERRORS)
+            return False
+        return True
 
     async def _send_news(self, command: Command) -> None:
         if self.selected is None:

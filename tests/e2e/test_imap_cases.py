@@ -351,3 +351,13 @@ def test_case_020_deep_and_wide_messages(imap_server: ImapServer) -> None:
     found = raw.command("a3", "SEARCH BODY leaf")[0]
     assert found.startswith(b"* SEARCH 1")
     assert tagged(raw.command("a4", "NOOP")).startswith(b"a4 OK")
+
+
+def test_many_bad_commands_end_the_session(imap_server: ImapServer) -> None:
+    raw = imap_server.raw()
+    for n in range(20):
+        assert tagged(raw.command(f"b{n}", "BOGUS")).startswith(f"b{n} BAD".encode())
+    raw.send(b"last BOGUS\r\n")
+    assert raw.read_line().startswith(b"last BAD")
+    assert raw.read_line() == b"* BYE Too many invalid commands\r\n"
+    assert raw.sock.recv(10) == b""
