@@ -167,6 +167,9 @@ class Run:
         try:
             self.log(f"starting {server.name} in {getattr(server, 'root', '-')}")
             server.start()
+            if isinstance(server, Roost):
+                # other work lands while a run goes on: say what ran
+                self.note(f"{server.root.name}: Roost at {git_describe()}")
             yield server
         finally:
             self.log(f"stopping {server.name}")
@@ -201,12 +204,7 @@ class Run:
                 ["df", "-T", str(self.tmp)], capture_output=True, text=True, timeout=10
             )
             fs = out.stdout.splitlines()[-1].split()[1]
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = git_describe()
         machine = {
             "cpus": os.cpu_count(),
             "cpu_model": cpu_model,
@@ -482,6 +480,17 @@ class Run:
         self.measured("imap", srv.name, case, rep, cmd, self.plan.max_time + 60)
 
 
+def git_describe() -> str:
+    """The repository's commit, "-dirty" when the tree has changes."""
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return out.stdout.strip() or "unknown"
+
+
 def order(servers: list[Any], rep: int) -> list[Any]:
     """Reference first on even repetitions, Roost first on odd ones."""
     return servers if rep % 2 == 0 else list(reversed(servers))
@@ -607,8 +616,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
 
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    # SIGINT too: a shell without job control starts background jobs
+    # with it ignored, and Ctrl-C must still stop everything
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     run = Run(args, plan, shared)
     status = 0
     try:
