@@ -224,6 +224,22 @@ class Settings:
     smtpd_sender_login_maps: list[str] = _p(
         v.TABLES, "", "tables of sender address -> users who may use it"
     )
+    # Roost's own: postfix leaves this to a restriction in master.cf
+    smtpd_sender_login_check: bool = _p(
+        v.BOOLEAN,
+        "yes",
+        "yes: a logged-in client may send only as an address it owns"
+        " (smtpd_sender_login_maps; without it login alice owns alice@ and"
+        " alice+ext@ each mydestination domain, a virtual login its own"
+        " address), else 553 at MAIL FROM; no: any sender"
+        " (smtpd_sender_restrictions still apply)",
+    )
+    strict_rfc821_envelopes: bool = _p(
+        v.BOOLEAN, "no", "yes: refuse MAIL FROM/RCPT TO addresses without <>"
+    )
+    smtpd_peername_lookup: bool = _p(
+        v.BOOLEAN, "yes", "look up client host names (PTR, forward-confirmed)"
+    )
     smtputf8_enable: bool = _p(v.BOOLEAN, "yes", "offer SMTPUTF8 (RFC 6531)")
     virtual_mailbox_domains: list[str] = _p(
         v.DOMAIN_LIST, "", "domains whose users are name@domain"

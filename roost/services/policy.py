@@ -19,6 +19,21 @@ Neither list naming reject_unauth_destination or an equivalent would
 make an open relay; postfix refuses to start then. We instead act as
 if reject_unauth_destination ended the recipient list, and say so
 (`has_relay_guard`).
+
+Sender restrictions (`check_sender`) run at MAIL FROM, as postfix does
+with smtpd_delay_reject = no, so a refused sender hears it there. An
+authenticated client may only use sender addresses its login owns
+(`sender_owners`): the smtpd_sender_login_maps tables when set, else
+Roost's rule that login `alice` owns `alice@` and `alice+ext@` each
+mydestination domain and a virtual login `name@domain` owns that
+address. smtpd_sender_login_check = yes applies that check to every
+authenticated client, as if smtpd_sender_restrictions began with
+reject_authenticated_sender_login_mismatch.
+
+Restrictions that need DNS (reject_unknown_sender_domain,
+reject_unknown_recipient_domain) read a `DomainStatus` that smtpd
+looked up beforehand (asynchronously, roost.services.dnscheck); the
+functions here never touch the network.
 """
 
 from __future__ import annotations
@@ -53,6 +68,18 @@ PERMIT = Verdict(Action.PERMIT)
 DUNNO = Verdict(Action.DUNNO)
 
 
+class DomainStatus(Enum):
+    """What DNS says of a mail domain (postfix reject_unknown_*_domain)."""
+
+    OK = "ok"
+    # NXDOMAIN, or neither MX nor A/AAAA records
+    NOT_FOUND = "not found"
+    # RFC 7505: a single MX record "0 ."
+    NULL_MX = "null mx"
+    # the resolver failed or timed out: decide later
+    TEMPORARY = "temporary"
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     """What a restriction may look at, for one recipient."""
@@ -65,16 +92,27 @@ class Facts:
     recipient: str = ""
     # None when the restriction needing it cannot be decided
     is_unknown_local: bool = False
+    # None: not looked up (our own domain, a literal, or not asked for)
+    sender_domain_status: DomainStatus | None = None
+    recipient_domain_status: DomainStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Domains:
-    """The domain and network settings the policy needs."""
+    """The domain, network and table settings the policy needs.
+
+    `is_ours` is LocalRecipients.is_our_domain when smtpd has one: it
+    also knows the virtual alias domains of virtual_alias_maps. It may
+    read table files, so policy functions run off the event loop.
+    """
 
     mynetworks: tuple[str, ...]
     mydestination: frozenset[str]
     relay_domains: frozenset[str]
     virtual_mailbox_domains: frozenset[str] = frozenset()
+    is_ours: Callable[[str], bool] | None = None
+    recipient_delimiter: str = ""
+    sender_login_maps: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -83,6 +121,10 @@ class Domains:
         mydestination: Sequence[str],
         relay_domains: Sequence[str],
         virtual_mailbox_domains: Sequence[str] = (),
+        *,
+        is_ours: Callable[[str], bool] | None = None,
+        recipient_delimiter: str = "",
+        sender_login_maps: Sequence[str] = (),
     ) -> Domains:
         def canon(items: Sequence[str]) -> frozenset[str]:
             return frozenset(canonical_domain(d) for d in items)
@@ -92,6 +134,9 @@ class Domains:
             canon(mydestination),
             canon(relay_domains),
             canon(virtual_mailbox_domains),
+            is_ours,
+            recipient_delimiter,
+            tuple(sender_login_maps),
         )
 
 
@@ -103,6 +148,17 @@ ACCESS_DEFERRED = Reply.of(450, "4.7.1", "Try again later")
 NON_FQDN = Reply.of(504, "5.5.2", "need fully-qualified address")
 UNKNOWN_USER = Reply.of(550, "5.1.1", "User unknown in local recipient table")
 CONFIG_ERROR = Reply.of(451, "4.3.5", "Server configuration error")
+# reject_*_sender_login_mismatch (RFC 3463 5.7.1: delivery not authorized)
+LOGIN_MISMATCH = Reply.of(553, "5.7.1", "Sender address rejected")
+# reject_unknown_*_domain: RFC 3463 X.1.8 bad sender's system address,
+# X.1.2 bad destination system address
+UNKNOWN_SENDER_DOMAIN = Reply.of(550, "5.1.8", "Domain not found")
+UNKNOWN_RECIPIENT_DOMAIN = Reply.of(550, "5.1.2", "Domain not found")
+SENDER_DOMAIN_TEMPFAIL = Reply.of(450, "4.1.8", "Domain not found")
+RECIPIENT_DOMAIN_TEMPFAIL = Reply.of(450, "4.1.2", "Domain not found")
+# RFC 7505 4.2 (sender) and 4.1 with RFC 3463 5.1.10 (recipient)
+NULL_MX_SENDER = Reply.of(550, "5.7.27", "Domain does not accept mail (nullMX)")
+NULL_MX_RECIPIENT = Reply.of(556, "5.1.10", "Domain does not accept mail (nullMX)")
 
 # restrictions that stop relaying when they come last (postfix's list)
 _RELAY_GUARDS = frozenset(
@@ -163,8 +219,13 @@ def has_sender_routing(local_part: str) -> bool:
 
 
 def is_local_domain(domain: str, domains: Domains) -> bool:
+    """Whether mail for domain is delivered here: mydestination,
+    virtual_mailbox_domains or (through `is_ours`) a virtual alias
+    domain. May read table files when `is_ours` is set."""
     canon = canonical_domain(domain)
-    return canon in domains.mydestination or canon in domains.virtual_mailbox_domains
+    if canon in domains.mydestination or canon in domains.virtual_mailbox_domains:
+        return True
+    return domains.is_ours is not None and domains.is_ours(canon)
 
 
 def is_relay_domain(domain: str, domains: Domains) -> bool:
@@ -234,6 +295,131 @@ def check_recipient(
     return PERMIT
 
 
+def check_sender(
+    sender_restrictions: Sequence[str],
+    facts: Facts,
+    domains: Domains,
+    lookup: Lookup | None = None,
+    *,
+    login_check: bool = True,
+) -> Verdict:
+    """The MAIL FROM decision: with login_check (the
+    smtpd_sender_login_check setting) an authenticated client must own
+    the sender first; then smtpd_sender_restrictions. PERMIT or REJECT.
+    """
+    if login_check:
+        verdict = _login_mismatch(facts, domains, lookup, authenticated=True)
+        if verdict.action is Action.REJECT:
+            return Verdict(Action.REJECT, verdict.reply, "smtpd_sender_login_check")
+    verdict = evaluate(sender_restrictions, facts, domains, lookup)
+    return verdict if verdict.action is Action.REJECT else PERMIT
+
+
+def names_any(restrictions: Sequence[str], *names: str) -> bool:
+    """Whether a restriction list uses one of names (to know whether a
+    lookup it needs is worth making)."""
+    wanted = set(names)
+    return any(word.lower() in wanted for word in restrictions)
+
+
+def domain_to_look_up(address: str, domains: Domains) -> str | None:
+    """The domain of address that reject_unknown_*_domain would ask DNS
+    about, or None: no domain, an address literal, or our own final
+    destination (postfix skips those). May read table files."""
+    _, domain = split_recipient(address)
+    if not domain or domain.startswith("["):
+        return None
+    if is_local_domain(domain, domains):
+        return None
+    return domain
+
+
+# sender ownership (postfix smtpd_sender_login_maps) -------------------
+
+
+def split_extension(local_part: str, delimiters: str) -> str:
+    """The local part without its address extension (`alice+tag` ->
+    `alice`), postfix's recipient_delimiter: any of the characters."""
+    for i, ch in enumerate(local_part):
+        if i and ch in delimiters:
+            return local_part[:i]
+    return local_part
+
+
+def sender_owners(
+    sender: str, domains: Domains, lookup: Lookup | None
+) -> tuple[str, ...] | None:
+    """The logins that own sender, lower case; None when no one does.
+
+    With smtpd_sender_login_maps the tables decide, looked up in
+    postfix's order for a sender: the address, the address without
+    extension, the local part (both forms) when the domain is in
+    mydestination, then `@domain`; the value lists logins separated
+    by commas or spaces. Without tables the address is owned by the
+    login of its name (see the module note).
+    """
+    if not sender:
+        return None
+    if domains.sender_login_maps:
+        return _table_owners(sender, domains, lookup)
+    local, domain = split_recipient(sender)
+    base = split_extension(local, domains.recipient_delimiter).lower()
+    if domain in domains.mydestination:
+        return (base,)
+    if domain in domains.virtual_mailbox_domains:
+        return (f"{base}@{domain}",)
+    return None
+
+
+def _table_owners(
+    sender: str, domains: Domains, lookup: Lookup | None
+) -> tuple[str, ...] | None:
+    if lookup is None:
+        return None
+    keys = _login_map_keys(sender, domains)
+    for table in domains.sender_login_maps:
+        value = lookup(table, keys)
+        if value is not None:
+            owners = value.replace(",", " ").split()
+            return tuple(owner.lower() for owner in owners)
+    return None
+
+
+def _login_map_keys(sender: str, domains: Domains) -> list[str]:
+    local, domain = split_recipient(sender)
+    local = local.lower()
+    base = split_extension(local, domains.recipient_delimiter)
+    keys = [f"{local}@{domain}", f"{base}@{domain}"]
+    if domain in domains.mydestination:
+        keys += [local, base]
+    keys.append(f"@{domain}")
+    return list(dict.fromkeys(keys))
+
+
+def _login_mismatch(
+    facts: Facts,
+    domains: Domains,
+    lookup: Lookup | None,
+    *,
+    authenticated: bool = False,
+    unauthenticated: bool = False,
+) -> Verdict:
+    """postfix's reject_{,un}authenticated_sender_login_mismatch."""
+    if not facts.sender:
+        # the null sender is owned by no one and allowed to everyone
+        return DUNNO
+    owners = sender_owners(facts.sender, domains, lookup)
+    login = facts.sasl_username.lower()
+    if login and authenticated and login not in (owners or ()):
+        why = f"not owned by user {facts.sasl_username}"
+    elif not login and unauthenticated and owners:
+        why = "not logged in"
+    else:
+        return DUNNO
+    text = f"<{facts.sender}>: {LOGIN_MISMATCH.lines[0]}: {why}"
+    return Verdict(Action.REJECT, LOGIN_MISMATCH.with_text(text))
+
+
 def _is_trusted(facts: Facts, domains: Domains) -> bool:
     mine = in_networks(facts.client_ip, domains.mynetworks)
     return mine or bool(facts.sasl_username)
@@ -248,8 +434,23 @@ def _check(
 ) -> Verdict:
     simple = _SIMPLE.get(name)
     if simple is not None:
+        if name in _NEEDS_RECIPIENT and not facts.recipient:
+            # a recipient check in a list run at MAIL FROM
+            return DUNNO
         return simple(facts, domains)
+    mismatch = _LOGIN_MISMATCH.get(name)
+    if mismatch is not None:
+        authenticated, unauthenticated = mismatch
+        return _login_mismatch(
+            facts,
+            domains,
+            lookup,
+            authenticated=authenticated,
+            unauthenticated=unauthenticated,
+        )
     if name == "check_recipient_access":
+        if not facts.recipient:
+            return DUNNO
         return _access(lookup, argument, _address_keys(facts.recipient))
     if name == "check_sender_access":
         if not facts.sender:
@@ -281,6 +482,32 @@ def _unauth_destination(facts: Facts, domains: Domains, reply: Reply) -> Verdict
     if is_auth_destination(facts.recipient, domains):
         return DUNNO
     return Verdict(Action.REJECT, reply)
+
+
+def _unknown_domain(address: str, status: DomainStatus | None, what: str) -> Verdict:
+    """reject_unknown_{sender,recipient}_domain from a looked-up status."""
+    is_sender = what == "Sender"
+    if status is DomainStatus.NOT_FOUND:
+        reply = UNKNOWN_SENDER_DOMAIN if is_sender else UNKNOWN_RECIPIENT_DOMAIN
+    elif status is DomainStatus.TEMPORARY:
+        reply = SENDER_DOMAIN_TEMPFAIL if is_sender else RECIPIENT_DOMAIN_TEMPFAIL
+    elif status is DomainStatus.NULL_MX:
+        reply = NULL_MX_SENDER if is_sender else NULL_MX_RECIPIENT
+    else:
+        return DUNNO
+    text = f"<{address}>: {what} address rejected: {reply.lines[0]}"
+    return Verdict(Action.REJECT, reply.with_text(text))
+
+
+def _unknown_sender_domain(facts: Facts, domains: Domains) -> Verdict:
+    if not facts.sender:
+        return DUNNO
+    return _unknown_domain(facts.sender, facts.sender_domain_status, "Sender")
+
+
+def _unknown_recipient_domain(facts: Facts, domains: Domains) -> Verdict:
+    status = facts.recipient_domain_status
+    return _unknown_domain(facts.recipient, status, "Recipient")
 
 
 def _non_fqdn(address: str, what: str) -> Verdict:
@@ -315,6 +542,25 @@ _SIMPLE: dict[str, Callable[[Facts, Domains], Verdict]] = {
     "reject_unlisted_recipient": lambda f, d: (
         Verdict(Action.REJECT, UNKNOWN_USER) if f.is_unknown_local else DUNNO
     ),
+    "reject_unknown_sender_domain": _unknown_sender_domain,
+    "reject_unknown_recipient_domain": _unknown_recipient_domain,
+}
+# restrictions about the recipient: no-ops when run at MAIL FROM
+_NEEDS_RECIPIENT = frozenset(
+    {
+        "permit_auth_destination",
+        "reject_unauth_destination",
+        "defer_unauth_destination",
+        "reject_non_fqdn_recipient",
+        "reject_unlisted_recipient",
+        "reject_unknown_recipient_domain",
+    }
+)
+# name -> (checks authenticated clients, checks unauthenticated ones)
+_LOGIN_MISMATCH: dict[str, tuple[bool, bool]] = {
+    "reject_sender_login_mismatch": (True, True),
+    "reject_authenticated_sender_login_mismatch": (True, False),
+    "reject_unauthenticated_sender_login_mismatch": (False, True),
 }
 
 

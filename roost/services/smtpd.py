@@ -15,6 +15,14 @@ Log lines follow postfix's smtpd, so pflogsumm and grep habits work:
 `connect from host[ip]`, `QUEUEID: client=host[ip]`,
 `NOQUEUE: reject: RCPT from host[ip]: 550 5.1.1 <a>: ...; from=<..>
 to=<..> proto=ESMTP helo=<..>`, `disconnect from host[ip] ...`.
+As in postfix, a transaction gets its queue id, and the `client=`
+line that pflogsumm counts as "received", when its first recipient
+is accepted (postfix opens the queue file then); refusals before that
+are logged as NOQUEUE.
+
+`host` is the client's forward-confirmed PTR name (`unknown` when
+there is none, `localhost` on loopback without a lookup), looked up
+before the greeting as postfix does (smtpd_peername_lookup).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from roost.protocols.smtp import reply as r
 from roost.protocols.smtp.server import ServerConnection, State
 from roost.queue import Envelope, Recipient
 from roost.services import policy
+from roost.services.dnscheck import DnsChecks
 
 log = logging.getLogger("roost.smtpd")
 
@@ -68,6 +77,8 @@ class SpoolLike(Protocol):
 class RecipientResolver(Protocol):
     def resolve(self, address: str) -> list[str] | None: ...
 
+    def is_our_domain(self, domain: str) -> bool: ...
+
 
 class SmtpService:
     """The SMTP listener's handler: `SmtpService(...).handle`.
@@ -87,6 +98,7 @@ class SmtpService:
         implicit_tls: bool = False,
         clock: Callable[[], float] = time.time,
         throttle: AuthThrottle | None = None,
+        dns: DnsChecks | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
@@ -96,12 +108,27 @@ class SmtpService:
         self.implicit_tls = implicit_tls
         self.clock = clock
         self.throttle = throttle or AuthThrottle()
+        self.dns = dns or DnsChecks(settings)
         self.access_tables = policy.AccessTables()
         self.domains = policy.Domains.of(
             settings.mynetworks,
             settings.mydestination,
             settings.relay_domains,
             settings.virtual_mailbox_domains,
+            is_ours=local_recipients.is_our_domain,
+            recipient_delimiter=settings.recipient_delimiter,
+            sender_login_maps=settings.smtpd_sender_login_maps,
+        )
+        rcpt_lists = (
+            *settings.smtpd_relay_restrictions,
+            *settings.smtpd_recipient_restrictions,
+        )
+        every_list = (*settings.smtpd_sender_restrictions, *rcpt_lists)
+        self.checks_sender_domain = policy.names_any(
+            every_list, "reject_unknown_sender_domain"
+        )
+        self.checks_recipient_domain = policy.names_any(
+            rcpt_lists, "reject_unknown_recipient_domain"
         )
         self._per_client: Counter[str] = Counter()
         if not policy.has_relay_guard(
@@ -134,17 +161,21 @@ class SmtpService:
         return self._per_client[ip] > limit
 
     async def _refuse_connection(self, conn: Connection) -> None:
-        host = _client_name(conn)
-        log.warning("warning: too many connections from %s", host)
+        # no name lookup for a client refused anyway
+        host = "localhost" if conn.is_loopback else "unknown"
+        log.warning("warning: too many connections from %s[%s]", host, conn.peer_ip)
         text = f"{self.settings.myhostname} Error: too many connections"
         await conn.write(r.Reply.of(421, "4.7.0", text).to_bytes())
         await conn.close()
 
-
-def _client_name(conn: Connection) -> str:
-    # No reverse DNS yet: loopback is "localhost", anything else "unknown".
-    host = "localhost" if conn.is_loopback else "unknown"
-    return f"{host}[{conn.peer_ip}]"
+    async def client_hostname(self, conn: Connection) -> str:
+        """postfix's client name: `localhost` on loopback, else the
+        forward-confirmed PTR name or `unknown`."""
+        if conn.is_loopback:
+            return "localhost"
+        if not self.settings.smtpd_peername_lookup:
+            return "unknown"
+        return await self.dns.client_hostname(conn.peer_ip)
 
 
 Handler = Callable[["_Session", ev.Event], Awaitable[r.Reply]]
@@ -182,10 +213,13 @@ class _Session:
         self.mail_from = ""
         self.mail_event: ev.MailFrom | None = None
         self.recipients: list[Recipient] = []
+        self.sender_domain_status: policy.DomainStatus | None = None
 
     # the command loop ----------------------------------------------------
 
     async def run(self) -> None:
+        self.client_hostname = await self.service.client_hostname(self.conn)
+        self.client = f"{self.client_hostname}[{self.conn.peer_ip}]"
         log.info("connect from %s", self.client)
         self.conn.set_timeout(self.settings.smtpd_timeout)
         try:
@@ -344,10 +378,92 @@ class _Session:
             raise r.SmtpError(AUTH_REQUIRED)
         if event.params.smtputf8 and not self.settings.smtputf8_enable:
             raise r.SmtpError(r.UNKNOWN_PARAMETER)
-        self.queue_id = self.service.spool.new_queue_id()
+        self._reset_transaction()
         self.mail_from = event.address
+
+        if self.service.checks_sender_domain:
+            self.sender_domain_status = await self._domain_status(event.address)
+        verdict = await self._judge_sender()
+        if verdict.action is policy.Action.REJECT and verdict.reply is not None:
+            reply = self._refusal(verdict.reply)
+            self._log_reject("MAIL", reply)
+            self._reset_transaction()
+            raise r.SmtpError(reply)
         self.mail_event = event
-        self.recipients = []
+        return r.SENDER_OK
+
+    async def _judge_sender(self) -> policy.Verdict:
+        settings = self.settings
+        login_check = settings.smtpd_sender_login_check
+        restrictions = settings.smtpd_sender_restrictions
+        if not restrictions and not (login_check and self.sasl_username):
+            return policy.PERMIT
+        facts = self._facts()
+        return await asyncio.to_thread(
+            policy.check_sender,
+            restrictions,
+            facts,
+            self.service.domains,
+            self.service.access_tables.lookup,
+            login_check=login_check,
+        )
+
+    async def _domain_status(self, address: str) -> policy.DomainStatus | None:
+        """DNS status of address's domain for reject_unknown_*_domain;
+        None when it is not to be looked up (ours, a literal, none)."""
+        domain = await asyncio.to_thread(
+            policy.domain_to_look_up, address, self.service.domains
+        )
+        if domain is None:
+            return None
+        return await self.service.dns.domain_status(domain)
+
+    def _facts(
+        self,
+        recipient: str = "",
+        *,
+        is_unknown_local: bool = False,
+        recipient_domain_status: policy.DomainStatus | None = None,
+    ) -> policy.Facts:
+        return policy.Facts(
+            client_ip=self.conn.peer_ip,
+            client_hostname=self.client_hostname,
+            helo=self.helo,
+            sasl_username=self.sasl_username,
+            sender=self.mail_from,
+            recipient=recipient,
+            is_unknown_local=is_unknown_local,
+            sender_domain_status=self.sender_domain_status,
+            recipient_domain_status=recipient_domain_status,
+        )
+
+    async def _on_rcpt(self, event: ev.Event) -> r.Reply:
+        assert isinstance(event, ev.RcptTo)
+        address = event.address
+        if len(self.recipients) >= self.settings.smtpd_recipient_limit:
+            self._log_reject("RCPT", r.TOO_MANY_RECIPIENTS, address)
+            raise r.SmtpError(r.TOO_MANY_RECIPIENTS)
+
+        status = None
+        if self.service.checks_recipient_domain:
+            status = await self._domain_status(address)
+        verdict = await asyncio.to_thread(self._judge_recipient, address, status)
+        if verdict.action is policy.Action.REJECT and verdict.reply is not None:
+            reply = self._recipient_refusal(verdict, address)
+            self._log_reject("RCPT", reply, address)
+            raise r.SmtpError(reply)
+
+        if not self.recipients:
+            self._open_queue_file()
+        notify = event.params.notify or ()
+        self.recipients.append(Recipient(address, event.params.orcpt, notify))
+        return r.RECIPIENT_OK
+
+    def _open_queue_file(self) -> None:
+        """The first recipient is accepted: the transaction gets its
+        queue id and its `client=` line (postfix's cleanup opens the
+        queue file here; pflogsumm counts this line as received)."""
+        self.queue_id = self.service.spool.new_queue_id()
         if self.sasl_username:
             log.info(
                 "%s: client=%s, sasl_method=%s, sasl_username=%s",
@@ -358,26 +474,10 @@ class _Session:
             )
         else:
             log.info("%s: client=%s", self.queue_id, self.client)
-        return r.SENDER_OK
 
-    async def _on_rcpt(self, event: ev.Event) -> r.Reply:
-        assert isinstance(event, ev.RcptTo)
-        address = event.address
-        if len(self.recipients) >= self.settings.smtpd_recipient_limit:
-            self._log_reject("RCPT", r.TOO_MANY_RECIPIENTS, address)
-            raise r.SmtpError(r.TOO_MANY_RECIPIENTS)
-
-        verdict = await asyncio.to_thread(self._judge_recipient, address)
-        if verdict.action is policy.Action.REJECT and verdict.reply is not None:
-            reply = self._recipient_refusal(verdict, address)
-            self._log_reject("RCPT", reply, address)
-            raise r.SmtpError(reply)
-
-        notify = event.params.notify or ()
-        self.recipients.append(Recipient(address, event.params.orcpt, notify))
-        return r.RECIPIENT_OK
-
-    def _judge_recipient(self, address: str) -> policy.Verdict:
+    def _judge_recipient(
+        self, address: str, status: policy.DomainStatus | None
+    ) -> policy.Verdict:
         """Runs in a worker thread: alias files and access tables are
         read from disk."""
         try:
@@ -385,14 +485,10 @@ class _Session:
             unknown = False
         except UnknownRecipient:
             unknown = True
-        facts = policy.Facts(
-            client_ip=self.conn.peer_ip,
-            client_hostname=self.client_hostname,
-            helo=self.helo,
-            sasl_username=self.sasl_username,
-            sender=self.mail_from,
+        facts = self._facts(
             recipient=address,
             is_unknown_local=unknown,
+            recipient_domain_status=status,
         )
         return policy.check_recipient(
             self.settings.smtpd_relay_restrictions,
@@ -407,20 +503,26 @@ class _Session:
         text = verdict.reply.lines[0]
         if verdict.reply is policy.UNKNOWN_USER:
             text = f"Recipient address rejected: {text}"
-        shown = f"<{address}>: " if address.isascii() else ""
+        if not text.startswith("<"):
+            shown = f"<{address}>: " if address.isascii() else ""
+            text = shown + text
+        return self._refusal(verdict.reply.with_text(text))
+
+    def _refusal(self, reply: r.Reply) -> r.Reply:
         # the queue id (or connection id) leads a forwarded bounce to the log
         tag = self.queue_id or self.conn.conn_id
-        return verdict.reply.with_text(f"{shown}{text} ({tag})")
+        return reply.with_text(f"{reply.lines[0]} ({tag})")
 
-    def _log_reject(self, verb: str, reply: r.Reply, address: str) -> None:
+    def _log_reject(self, verb: str, reply: r.Reply, address: str = "") -> None:
+        to = f" to=<{address}>" if verb != "MAIL" else ""
         log.info(
-            "%s: reject: %s from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
+            "%s: reject: %s from %s: %s; from=<%s>%s proto=%s helo=<%s>",
             self.queue_id or "NOQUEUE",
             verb,
             self.client,
             reply,
             self.mail_from,
-            address,
+            to,
             self.protocol,
             self.helo,
         )

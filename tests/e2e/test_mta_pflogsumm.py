@@ -124,12 +124,6 @@ def test_pflogsumm_counts_roost_traffic(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="smtpd logs 'QID: client=' at MAIL FROM; postfix logs it when "
-    "the queue file opens, at the first accepted RCPT, so pflogsumm "
-    "counts transactions without recipients as received",
-)
 def test_pflogsumm_does_not_count_transactions_without_recipients(
     logged_server: RoostServer,
 ) -> None:

@@ -227,11 +227,6 @@ def test_submission_bad_password_is_refused(stranger_view: RoostServer) -> None:
         assert code >= 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 3: smtpd does not check sender ownership "
-    "(smtpd_sender_login_maps / reject_sender_login_mismatch) yet",
-)
 def test_submission_sender_must_belong_to_the_login(
     stranger_view: RoostServer, capture: ScriptedSmtp
 ) -> None:

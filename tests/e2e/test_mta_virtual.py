@@ -83,12 +83,6 @@ def test_virtual_users_and_aliases_accepted_and_delivered(
     server.wait_for_text("bob", tok.encode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="smtpd's relay check (policy.Domains) knows mydestination, "
-    "virtual_mailbox_domains and relay_domains, not the virtual alias "
-    "domains named in virtual_alias_maps (LocalRecipients.is_our_domain)",
-)
 def test_virtual_alias_domain_accepted_from_outside(
     virtual_server: RoostServer,
 ) -> None:

@@ -48,6 +48,9 @@ class FakeUsers:
 class FakeRecipients:
     """Local users alice and bob in LOCAL_DOMAINS; the rest is remote."""
 
+    def is_our_domain(self, domain: str) -> bool:
+        return domain.lower() in LOCAL_DOMAINS
+
     def resolve(self, address: str) -> list[str] | None:
         local, _, domain = address.rpartition("@")
         if not domain:

@@ -149,3 +149,218 @@ def test_sender_access_null_sender(tmp_path: Path) -> None:
     rules = ["check_sender_access", f"texthash:{table}"]
     verdict = policy.evaluate(rules, facts, DOMAINS, policy.AccessTables().lookup)
     assert verdict.action is Action.REJECT
+
+
+# sender ownership (issue 3: smtpd_sender_login_maps semantics) -------
+
+OWNED = policy.Domains.of(
+    ["127.0.0.0/8"],
+    ["example.test", "bücher.test"],
+    [],
+    ["virt.test"],
+    recipient_delimiter="+-",
+)
+
+
+def sender_verdict(
+    sender: str,
+    sasl: str,
+    domains: policy.Domains = OWNED,
+    rules: list[str] | None = None,
+    *,
+    login_check: bool = True,
+    lookup: policy.Lookup | None = None,
+) -> policy.Verdict:
+    facts = Facts(client_ip=STRANGER, sasl_username=sasl, sender=sender)
+    return policy.check_sender(
+        rules or [], facts, domains, lookup, login_check=login_check
+    )
+
+
+@pytest.mark.parametrize(
+    ("sender", "login"),
+    [
+        ("alice@example.test", "alice"),
+        ("Alice@EXAMPLE.test", "alice"),
+        ("alice+lists@example.test", "alice"),
+        ("alice-x@example.test", "alice"),
+        ("alice@xn--bcher-kva.test", "alice"),
+        ("carol@virt.test", "carol@virt.test"),
+        ("carol+tag@virt.test", "carol@virt.test"),
+        ("", "alice"),  # the null sender is everyone's
+    ],
+)
+def test_login_owns_its_own_addresses(sender: str, login: str) -> None:
+    assert sender_verdict(sender, login).action is Action.PERMIT
+
+
+@pytest.mark.parametrize(
+    ("sender", "login"),
+    [
+        ("bob@example.test", "alice"),
+        ("alice@elsewhere.example", "alice"),
+        ("alice@virt.test", "alice"),
+        ("carol@example.test", "carol@virt.test"),
+        ("x+alice@example.test", "alice"),
+        ('"alice@example.test"@elsewhere.example', "alice"),
+    ],
+)
+def test_login_does_not_own_other_addresses(sender: str, login: str) -> None:
+    verdict = sender_verdict(sender, login)
+    assert verdict.action is Action.REJECT
+    assert verdict.reply is not None
+    assert (verdict.reply.code, verdict.reply.enhanced) == (553, "5.7.1")
+    assert verdict.reply.lines[0] == (
+        f"<{sender}>: Sender address rejected: not owned by user {login}"
+    )
+    assert verdict.restriction == "smtpd_sender_login_check"
+
+
+def test_login_check_off_and_unauthenticated_clients() -> None:
+    assert sender_verdict("bob@example.test", "alice", login_check=False).action is (
+        Action.PERMIT
+    )
+    # without a login the implicit check has nothing to compare
+    assert sender_verdict("bob@example.test", "").action is Action.PERMIT
+    # the restriction named explicitly still applies with the check off
+    rules = ["reject_authenticated_sender_login_mismatch"]
+    verdict = sender_verdict(
+        "bob@example.test", "alice", rules=rules, login_check=False
+    )
+    assert verdict.action is Action.REJECT
+
+
+def test_sender_login_maps_table(tmp_path: Path) -> None:
+    table = tmp_path / "senders"
+    table.write_text(
+        "# sender  login, login\n"
+        "alice@example.test   alice, bob\n"
+        "sales                alice\n"
+        "@shared.example      carol dave\n"
+    )
+    domains = policy.Domains.of(
+        ["127.0.0.0/8"],
+        ["example.test"],
+        [],
+        recipient_delimiter="+",
+        sender_login_maps=[f"hash:{table}"],
+    )
+    lookup = policy.AccessTables().lookup
+
+    def action(sender: str, login: str, rules: list[str] | None = None) -> Action:
+        verdict = sender_verdict(sender, login, domains, rules, lookup=lookup)
+        return verdict.action
+
+    assert action("alice@example.test", "bob") is Action.PERMIT
+    assert action("alice+x@example.test", "ALICE") is Action.PERMIT
+    # the table replaces the default rule: bob owns no bob@ here
+    assert action("bob@example.test", "bob") is Action.REJECT
+    # a bare local part key is for mydestination domains only
+    assert action("sales@example.test", "alice") is Action.PERMIT
+    assert action("sales@elsewhere.example", "alice") is Action.REJECT
+    assert action("anyone@shared.example", "dave") is Action.PERMIT
+    assert action("anyone@shared.example", "alice") is Action.REJECT
+
+    # reject_sender_login_mismatch: an owned address needs its login
+    rules = ["reject_sender_login_mismatch"]
+    facts = Facts(client_ip=STRANGER, sender="sales@example.test")
+    verdict = policy.check_sender(rules, facts, domains, lookup)
+    assert verdict.reply is not None
+    assert verdict.reply.lines[0] == (
+        "<sales@example.test>: Sender address rejected: not logged in"
+    )
+    unowned = Facts(client_ip=STRANGER, sender="x@elsewhere.example")
+    assert policy.check_sender(rules, unowned, domains, lookup).action is (
+        Action.PERMIT
+    )
+    only_auth = ["reject_authenticated_sender_login_mismatch"]
+    assert policy.check_sender(only_auth, facts, domains, lookup).action is (
+        Action.PERMIT
+    )
+
+
+def test_recipient_checks_are_skipped_at_mail_from() -> None:
+    facts = Facts(client_ip=STRANGER, sender="ann@elsewhere.example")
+    rules = ["reject_unauth_destination", "reject_non_fqdn_recipient"]
+    assert policy.check_sender(rules, facts, DOMAINS).action is Action.PERMIT
+
+
+def test_virtual_alias_domains_are_auth_destinations() -> None:
+    # LocalRecipients.is_our_domain knows the virtual alias domains
+    domains = policy.Domains.of(
+        ["127.0.0.0/8"], ["example.test"], [], is_ours=lambda d: d == "old.test"
+    )
+    facts = Facts(client_ip=STRANGER, recipient="carol@OLD.test")
+    assert policy.check_recipient(STRICT_RELAY, [], facts, domains).action is (
+        Action.PERMIT
+    )
+    assert policy.domain_to_look_up("carol@old.test", domains) is None
+    stranger = Facts(client_ip=STRANGER, recipient="carol@new.test")
+    assert policy.check_recipient(STRICT_RELAY, [], stranger, domains).action is (
+        Action.REJECT
+    )
+
+
+Status = policy.DomainStatus
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "enhanced", "text"),
+    [
+        (Status.NOT_FOUND, 550, "5.1.2", "Domain not found"),
+        (Status.TEMPORARY, 450, "4.1.2", "Domain not found"),
+        # RFC 7505 4.1 and RFC 3463 X.1.10
+        (Status.NULL_MX, 556, "5.1.10", "Domain does not accept mail (nullMX)"),
+    ],
+)
+def test_reject_unknown_recipient_domain(
+    status: policy.DomainStatus, code: int, enhanced: str, text: str
+) -> None:
+    facts = Facts(
+        client_ip="127.0.0.1",
+        recipient="a@gone.example",
+        recipient_domain_status=status,
+    )
+    verdict = policy.evaluate(["reject_unknown_recipient_domain"], facts, DOMAINS)
+    assert verdict.reply is not None
+    assert (verdict.reply.code, verdict.reply.enhanced) == (code, enhanced)
+    expected = f"<a@gone.example>: Recipient address rejected: {text}"
+    assert verdict.reply.lines[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "enhanced"),
+    [
+        (Status.NOT_FOUND, 550, "5.1.8"),
+        (Status.TEMPORARY, 450, "4.1.8"),
+        # RFC 7505 4.2: 550 5.7.27 for a null MX sender domain
+        (Status.NULL_MX, 550, "5.7.27"),
+    ],
+)
+def test_reject_unknown_sender_domain(
+    status: policy.DomainStatus, code: int, enhanced: str
+) -> None:
+    facts = Facts(
+        client_ip="127.0.0.1", sender="a@gone.example", sender_domain_status=status
+    )
+    verdict = policy.evaluate(["reject_unknown_sender_domain"], facts, DOMAINS)
+    assert verdict.reply is not None
+    assert (verdict.reply.code, verdict.reply.enhanced) == (code, enhanced)
+    assert verdict.reply.lines[0].startswith("<a@gone.example>: Sender address")
+
+
+def test_unknown_domain_checks_pass_when_found_or_not_looked_up() -> None:
+    rules = ["reject_unknown_sender_domain", "reject_unknown_recipient_domain"]
+    for status in (Status.OK, None):
+        facts = Facts(
+            client_ip="127.0.0.1",
+            sender="a@x.example",
+            recipient="b@y.example",
+            sender_domain_status=status,
+            recipient_domain_status=status,
+        )
+        assert policy.evaluate(rules, facts, DOMAINS).action is Action.DUNNO
+    null_sender = Facts(
+        client_ip="127.0.0.1", sender="", sender_domain_status=Status.NOT_FOUND
+    )
+    assert policy.evaluate(rules[:1], null_sender, DOMAINS).action is Action.DUNNO

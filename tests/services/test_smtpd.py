@@ -61,28 +61,44 @@ def test_reply_250_names_the_queue_id_and_received_has_for(server: Server) -> No
     assert b"id Q0001\r\n\tfor <alice@example.test>; " in data
 
 
-def test_unknown_local_user_550(
+def test_unknown_local_user_550_and_queue_id_at_first_recipient(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # postfix opens the queue file (queue id, "client=" line) at the
+    # first accepted RCPT: refusals before it are NOQUEUE, after it carry
+    # the queue id
     caplog.set_level(logging.INFO, logger="roost.smtpd")
     with smtplib.SMTP("127.0.0.1", server.port) as client:
         client.ehlo("client.example.org")
         client.mail("sender@example.org")
         code, text = client.rcpt("nobody@example.test")
+        assert client.rcpt("alice@example.test")[0] == 250
+        later = client.rcpt("nobody2@example.test")
     server.stop()  # waits for the session to end and log its disconnect
     assert code == 550
     assert text.startswith(b"5.1.1 <nobody@example.test>: Recipient address rejected")
+    assert later[0] == 550
+    assert later[1].endswith(b" (Q0001)")
     lines = [r.getMessage() for r in caplog.records]
-    assert any(
-        line.startswith("Q0001: reject: RCPT from localhost[127.0.0.1]: 550 5.1.1 ")
-        and line.endswith(
-            "; from=<sender@example.org> to=<nobody@example.test> "
-            "proto=ESMTP helo=<client.example.org>"
+    tail = "; from=<sender@example.org> to=<{}> proto=ESMTP helo=<client.example.org>"
+    first = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith(
+            "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 550 5.1.1 "
         )
-        for line in lines
-    )
+        and line.endswith(tail.format("nobody@example.test"))
+    ]
+    opened = lines.index("Q0001: client=localhost[127.0.0.1]")
+    second = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("Q0001: reject: RCPT from localhost[127.0.0.1]: 550 5.1.1 ")
+        and line.endswith(tail.format("nobody2@example.test"))
+    ]
+    assert first and second
+    assert first[0] < opened < second[0]
     assert any(line.startswith("connect from localhost[127.0.0.1]") for line in lines)
-    assert "Q0001: client=localhost[127.0.0.1]" in lines
     assert any(
         line.startswith("disconnect from localhost[127.0.0.1]") for line in lines
     )
