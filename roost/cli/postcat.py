@@ -21,7 +21,13 @@ from roost.cli.queuetools import (
     open_spool,
     run,
 )
-from roost.queue import Envelope, QueueFileError, decode_queue_file
+from roost.queue import (
+    Envelope,
+    QueueFileError,
+    Spool,
+    decode_queue_file,
+    is_queue_id,
+)
 from roost.queue.spool import QueueState
 
 
@@ -99,6 +105,26 @@ def show(
     out.write(f"*** MESSAGE FILE END {label} ***\n".encode())
 
 
+def read_queued(spool: Spool, queue_id: str) -> tuple[str, Envelope, bytes, QueueState]:
+    """(queue name, envelope, message, state) of queue_id, queued or dropped.
+
+    A maildrop file (what sendmail left, listed by mailq) is looked at
+    when no queue file has the id, and the queue again when the file went
+    meanwhile: the server picked it up.  Raises FileNotFoundError.
+    """
+    for in_maildrop in (False, True, False):
+        try:
+            if in_maildrop:
+                env, data = spool.read_maildrop(queue_id)
+                return "maildrop", env, data, QueueState()
+            env, data = spool.read(queue_id)
+        except FileNotFoundError:
+            continue
+        state = spool.read_state(queue_id)
+        return spool.queue_name(state), env, data, state
+    raise FileNotFoundError(queue_id)
+
+
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.q:
@@ -107,9 +133,9 @@ def _main(argv: list[str] | None) -> int:
     for name in args.files:
         try:
             if args.q:
-                env, data = spool.read(name)
-                state = spool.read_state(name)
-                queue_name = spool.queue_name(state)
+                if not is_queue_id(name):
+                    raise FileNotFoundError(name)
+                queue_name, env, data, state = read_queued(spool, name)
                 label = f"{queue_name}/{name}"
             else:
                 env, data = decode_queue_file(Path(name).read_bytes())

@@ -6,13 +6,16 @@
     postsuper [-c PATH] -r ID|ALL|-  [queue...]   requeue (retry now)
 
 `-` reads queue ids from standard input, one per line; ALL may be
-limited to queues named after it (`postsuper -d ALL deferred`).
+limited to queues named after it (`postsuper -d ALL deferred`).  Ids of
+messages still in the maildrop (mailq lists them while no server runs)
+are accepted everywhere, and ALL includes them unless queues are named.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from roost.cli.queuetools import (
     EX_OK,
@@ -24,6 +27,7 @@ from roost.cli.queuetools import (
     queue_locked,
     run,
 )
+from roost.config import Settings
 from roost.queue import Spool
 from roost.queue.control import apply_to_files, select_ids
 
@@ -67,10 +71,20 @@ def _ids(spool: Spool, arguments: list[str], queues: list[str]) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def _operate(spool: Spool, operation: str, ids: list[str]) -> int:
+def _operate(spool: Spool, settings: Settings, operation: str, ids: list[str]) -> int:
     with queue_locked(spool) as have_lock:
         if have_lock:
-            return sum(apply_to_files(spool, operation, i) for i in ids)
+            changed = [
+                apply_to_files(
+                    spool,
+                    operation,
+                    queue_id,
+                    myhostname=settings.myhostname,
+                    now=time.time(),
+                )
+                for queue_id in ids
+            ]
+            return sum(c is not None for c in changed)
     reply = ask_server(spool, {"cmd": operation, "ids": ids})
     if reply is None:
         raise FatalError("queue is locked but no queue manager answers")
@@ -96,7 +110,8 @@ def _main(argv: list[str] | None) -> int:
         arguments = getattr(args, operation)
         if not arguments:
             continue
-        count = _operate(spool, operation, _ids(spool, arguments, args.queues))
+        ids = _ids(spool, arguments, args.queues)
+        count = _operate(spool, settings, operation, ids)
         if count:
             noun = "message" if count == 1 else "messages"
             print(f"postsuper: {_REPORTS[operation]}: {count} {noun}", file=sys.stderr)

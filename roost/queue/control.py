@@ -19,6 +19,8 @@ import json
 import socket
 from collections.abc import Iterable
 
+from roost.queue.envelope import QueueFileError
+from roost.queue.pickup import pick_up
 from roost.queue.queueid import is_queue_id
 from roost.queue.spool import Spool
 
@@ -30,24 +32,38 @@ class ControlError(Exception):
     """The server answered a control request with an error."""
 
 
-def apply_to_files(spool: Spool, operation: str, queue_id: str) -> bool:
-    """Do operation on queue_id's files directly; False when it is absent.
+def apply_to_files(
+    spool: Spool, operation: str, queue_id: str, *, myhostname: str, now: float
+) -> str | None:
+    """Do operation on queue_id's files directly; the queue id it changed.
 
-    Call only while holding the queue lock (no server running) or from the
-    server itself for a message that is not being delivered.
+    None when there was nothing to change.  An id may name a message
+    still in the maildrop, as mailq lists it: delete unlinks the file,
+    hold and requeue first pick it up into the queue (see pickup.py;
+    the returned id is then the new queue id, nearly always the same).
+    Call only while holding the queue lock (no server running), or from
+    the server for a message that is not being delivered, while no
+    pickup runs.
     """
-    if not is_queue_id(queue_id) or not spool.exists(queue_id):
-        return False
+    if not is_queue_id(queue_id):
+        return None
     if operation == "delete":
-        return spool.remove_now(queue_id)
+        return queue_id if _delete(spool, queue_id) else None
+    if not spool.exists(queue_id):
+        if operation == "release" or not spool.in_maildrop(queue_id):
+            return None
+        picked = pick_up(spool, queue_id, myhostname=myhostname, now=now)
+        if picked is None:
+            return None
+        queue_id = picked
     state = spool.read_state(queue_id)
     if operation == "hold":
         if state.hold:
-            return False
+            return None
         state.hold = True
     elif operation == "release":
         if not state.hold:
-            return False
+            return None
         state.hold = False
         state.next_attempt = 0.0
     elif operation == "requeue":
@@ -56,7 +72,23 @@ def apply_to_files(spool: Spool, operation: str, queue_id: str) -> bool:
     else:
         raise ValueError(f"unknown queue operation {operation!r}")
     spool.write_state_now(queue_id, state)
-    return True
+    return queue_id
+
+
+def _delete(spool: Spool, queue_id: str) -> bool:
+    # A maildrop file of the same name is the same message when the queued
+    # one was picked up from it (a crash came before the unlink): it goes
+    # too, or pickup would queue it again.  Otherwise the names collided.
+    if not spool.exists(queue_id):
+        return spool.remove_maildrop(queue_id)
+    try:
+        is_twin = spool.read_envelope(queue_id).pickup_name == queue_id
+    except (OSError, QueueFileError):
+        is_twin = False
+    removed = spool.remove_now(queue_id)
+    if is_twin:
+        spool.remove_maildrop(queue_id)
+    return removed
 
 
 def select_ids(
@@ -65,7 +97,10 @@ def select_ids(
     """Expand postsuper's ID arguments.
 
     ids may contain "ALL"; all_of names a queue ("deferred", "hold",
-    "active") to restrict ALL to, as in `postsuper -d ALL deferred`.
+    "active", "maildrop") to restrict ALL to, as in `postsuper -d ALL
+    deferred`.  Unrestricted ALL includes the maildrop: unlike postfix's
+    pickup, which empties it within a second, ours keeps files there
+    while no server runs, and mailq lists them.
     """
     wanted = [i for i in ids if i != "ALL"]
     if "ALL" in ids:
@@ -73,6 +108,8 @@ def select_ids(
             name = spool.queue_name(spool.read_state(queue_id))
             if all_of is None or name == all_of:
                 wanted.append(queue_id)
+        if all_of in (None, "maildrop"):
+            wanted.extend(spool.maildrop_names())
     return list(dict.fromkeys(wanted))
 
 

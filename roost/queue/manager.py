@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
 import os
@@ -41,7 +40,8 @@ from typing import Any, Protocol
 from roost.config.settings import Settings
 from roost.queue import bounce
 from roost.queue.control import OPERATIONS, apply_to_files
-from roost.queue.envelope import Envelope, QueueFileError, Recipient, decode_queue_file
+from roost.queue.envelope import Envelope, QueueFileError, Recipient
+from roost.queue.pickup import pick_up
 from roost.queue.queueid import is_queue_id
 from roost.queue.result import (
     BOUNCED,
@@ -50,12 +50,9 @@ from roost.queue.result import (
     RecipientResult,
     format_delay,
 )
-from roost.queue.spool import QueueState, Spool, fsync_dir
+from roost.queue.spool import QueueState, Spool
 
 log = logging.getLogger("roost.queue")
-# postfix's pickup(8) logs "QID: uid=N from=<...>" under its own name, and
-# pflogsumm counts a message as received only from smtpd or pickup lines
-pickup_log = logging.getLogger("roost.pickup")
 
 _PICKUP_POLL_S = 1.0
 _CONTROL_LINE_MAX = 1024 * 1024
@@ -144,6 +141,8 @@ class QueueManager:
         self._recovered: set[str] = set()
         self._timer_changed = asyncio.Event()
         self._pickup_now = asyncio.Event()
+        # pickup and postsuper both move maildrop files: one at a time
+        self._maildrop_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.AbstractServer | None = None
         self._lock_fd: int | None = None
@@ -291,7 +290,8 @@ class QueueManager:
         picked = []
         for name in names:
             try:
-                queue_id = await asyncio.to_thread(self._pickup_one, name)
+                async with self._maildrop_lock:
+                    queue_id = await asyncio.to_thread(self._pickup_one, name)
             except OSError as exc:
                 log.warning("maildrop %s: cannot pick up: %s", name, exc)
                 continue
@@ -301,42 +301,9 @@ class QueueManager:
         return picked
 
     def _pickup_one(self, name: str) -> str | None:
-        path = self.spool.maildrop / name
-        try:
-            envelope, data = decode_queue_file(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except QueueFileError as exc:
-            log.warning("maildrop %s: %s; moved aside", name, exc)
-            os.rename(path, self.spool.maildrop / f".corrupt.{name}")
-            return None
-
-        # The maildrop name becomes the queue id, so a crash after the
-        # enqueue but before the unlink cannot queue the message twice.
-        queue_id = name
-        if self.spool.exists(name):
-            if self.spool.read_envelope(name).pickup_name == name:
-                self._unlink_maildrop(path)
-                return None
-            queue_id = self.spool.new_queue_id()
-        envelope.queue_id = queue_id
-        envelope.pickup_name = name
-        envelope.size = 0
-        stamp = email.utils.formatdate(self.clock(), localtime=True)
-        received = (
-            f"Received: by {self.settings.myhostname} (Roost, from userid "
-            f"{envelope.local_uid})\r\n\tid {queue_id}; {stamp}\r\n"
-        ).encode()
-        self.spool.enqueue_now(envelope, received + data)
-        self._unlink_maildrop(path)
-        pickup_log.info(
-            "%s: uid=%d from=<%s>", queue_id, envelope.local_uid, envelope.mail_from
+        return pick_up(
+            self.spool, name, myhostname=self.settings.myhostname, now=self.clock()
         )
-        return queue_id
-
-    def _unlink_maildrop(self, path: os.PathLike[str]) -> None:
-        os.unlink(path)
-        fsync_dir(self.spool.maildrop)
 
     # -- one attempt -------------------------------------------------------
 
@@ -704,11 +671,18 @@ class QueueManager:
         return count
 
     async def _apply(self, operation: str, queue_id: str) -> bool:
-        changed = await asyncio.to_thread(
-            apply_to_files, self.spool, operation, queue_id
-        )
-        if not changed:
+        async with self._maildrop_lock:
+            changed = await asyncio.to_thread(
+                apply_to_files,
+                self.spool,
+                operation,
+                queue_id,
+                myhostname=self.settings.myhostname,
+                now=self.clock(),
+            )
+        if changed is None:
             return False
+        queue_id = changed
         if operation in ("delete", "hold"):
             self._unschedule(queue_id)
             verb = "removed" if operation == "delete" else "placed on hold"
@@ -758,6 +732,7 @@ class QueueManager:
             self._pickup_now.set()
             return {"ok": True, "count": self.flush(request.get("domain"))}
         if command == "deliver":
+            self._pickup_now.set()
             ids = [i for i in request["ids"] if i in self._deferred]
             for queue_id in ids:
                 self._schedule(queue_id, 0.0)

@@ -467,24 +467,46 @@ class Spool:
         return "deferred"
 
     def scan(self, active_ids: frozenset[str] = frozenset()) -> Iterator[QueueEntry]:
-        """Every message (then every maildrop file) for mailq, oldest first."""
+        """Every message (then every maildrop file) for mailq, oldest first.
+
+        A file picked up while the scan runs is listed once, as queued.
+        """
+        dropped = self.maildrop_names()
+        listed: set[str] = set()
         for queue_id in self.queue_ids():
-            try:
-                envelope = self.read_envelope(queue_id)
-                size = (self.messages / queue_id).stat().st_size
-            except (OSError, QueueFileError):
+            entry = self._queued_entry(queue_id, active_ids)
+            if entry is not None:
+                listed.add(queue_id)
+                yield entry
+        for name in dropped:
+            if name in listed:
                 continue
-            state = self.read_state(queue_id)
-            name = self.queue_name(state, active=queue_id in active_ids)
-            yield QueueEntry(name, queue_id, envelope, state, size)
-        for name in self.maildrop_names():
-            path = self.maildrop / name
             try:
-                envelope = read_envelope(str(path))
-                size = path.stat().st_size
+                envelope, size = self._maildrop_envelope(name)
+            except FileNotFoundError:
+                entry = self._queued_entry(name, active_ids)
+                if entry is not None:
+                    yield entry
+                continue
             except (OSError, QueueFileError):
                 continue
             yield QueueEntry("maildrop", name, envelope, QueueState(), size)
+
+    def _queued_entry(
+        self, queue_id: str, active_ids: frozenset[str]
+    ) -> QueueEntry | None:
+        try:
+            envelope = self.read_envelope(queue_id)
+            size = (self.messages / queue_id).stat().st_size
+        except (OSError, QueueFileError):
+            return None
+        state = self.read_state(queue_id)
+        name = self.queue_name(state, active=queue_id in active_ids)
+        return QueueEntry(name, queue_id, envelope, state, size)
+
+    def _maildrop_envelope(self, name: str) -> tuple[Envelope, int]:
+        path = self.maildrop / name
+        return read_envelope(str(path)), path.stat().st_size
 
     # -- the maildrop -----------------------------------------------------
 
@@ -519,6 +541,24 @@ class Spool:
             return []
         with entries:
             return sorted(e.name for e in entries if is_queue_id(e.name))
+
+    def in_maildrop(self, name: str) -> bool:
+        return is_queue_id(name) and (self.maildrop / name).exists()
+
+    def read_maildrop(self, name: str) -> tuple[Envelope, bytes]:
+        """A maildrop file's envelope and message; raises OSError, QueueFileError."""
+        return decode_queue_file((self.maildrop / name).read_bytes())
+
+    def remove_maildrop(self, name: str) -> bool:
+        """Unlink a maildrop file durably; False when it is not there."""
+        if not is_queue_id(name):
+            return False
+        try:
+            os.unlink(self.maildrop / name)
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.maildrop)
+        return True
 
     # -- the master lock --------------------------------------------------
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from roost.queue import QueueState, Spool
+from roost.queue import QueueState, Spool, encode_queue_file
 from roost.queue.showq import format_mailq
 from tests.queue.support import MESSAGE, envelope, make_rig
 
@@ -305,3 +305,45 @@ def test_sendmail_and_postqueue_with_running_server(tmp_path):
     [copy] = rig.mailbox("alice")
     assert b"Subject: via sendmail\n" in copy
     assert rig.spool.read_state(held).hold
+
+
+def test_maildrop_entries_are_shown_and_deleted_like_queued_ones(tmp_path):
+    # what mailq lists while no server runs, postcat shows and postsuper
+    # deletes: by id, and with ALL (default queues, or "maildrop" named)
+    conf = write_config(tmp_path)
+    spool = Spool(tmp_path / "data" / "queue")
+    for n in range(3):
+        done = cli("sendmail:main", "-c", str(conf), "bob", stdin=b"Subject: %d\n" % n)
+        assert done.returncode == 0, done.stderr
+    ids = spool.maildrop_names()
+    assert len(ids) == 3
+    listing = cli("postqueue:mailq_main", "-c", str(conf)).stdout.decode()
+    assert listing.endswith(" Kbytes in 3 Requests.\n")
+
+    done = cli("postcat:main", "-c", str(conf), "-q", ids[0])
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr
+    assert out.startswith(f"*** ENVELOPE RECORDS maildrop/{ids[0]} ***\n")
+    assert "recipient: bob@mx.example.test\n" in out
+    assert f"*** MESSAGE CONTENTS maildrop/{ids[0]} ***\n" in out
+
+    done = cli("postsuper:main", "-c", str(conf), "-d", ids[0])
+    assert done.stderr == b"postsuper: Deleted: 1 message\n"
+    done = cli("postsuper:main", "-c", str(conf), "-d", "ALL", "deferred")
+    assert done.stderr == b""
+    done = cli("postsuper:main", "-c", str(conf), "-d", "ALL")
+    assert done.stderr == b"postsuper: Deleted: 2 messages\n"
+    assert spool.maildrop_names() == []
+    done = cli("postqueue:mailq_main", "-c", str(conf))
+    assert done.stdout == b"Mail queue is empty\n"
+
+
+def test_postcat_refuses_names_that_are_not_queue_ids(tmp_path):
+    conf = write_config(tmp_path)
+    spool = Spool(tmp_path / "data" / "queue")
+    secret = encode_queue_file(envelope("x@example.org"), b"not for postcat\r\n")
+    (spool.root / "secret").write_bytes(secret)
+    done = cli("postcat:main", "-c", str(conf), "-q", "../secret")
+    assert done.returncode == 64
+    assert b"not found" in done.stderr
+    assert b"not for postcat" not in done.stdout
