@@ -61,13 +61,15 @@ def insecure_context() -> ssl.SSLContext:
 # swaks
 
 
-def swaks(server: RoostServer, tok: str, *args: str) -> str:
+def swaks(
+    server: RoostServer, tok: str, *args: str, sender: str = "sender@example.org"
+) -> str:
     argv = [
         need_binary("swaks"),
         "--server",
         "127.0.0.1",
         "--from",
-        "sender@example.org",
+        sender,
         "--helo",
         "client.example.org",
         "--header",
@@ -127,6 +129,8 @@ def test_swaks_auth_plain_on_submission(roost_server: RoostServer) -> None:
         "alice",
         "--auth-password",
         roost_server.users["alice"],
+        # an authenticated client sends as its own address
+        sender="alice@example.test",
     )
     assert "235 " in out, out
     data = roost_server.wait_for_text("bob", tok.encode())
