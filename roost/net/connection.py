@@ -153,16 +153,22 @@ class Connection(asyncio.Protocol):
         if transport.is_closing():
             raise ConnectionResetError("connection closed")
 
-    async def start_tls(self) -> None:
-        """Upgrade to TLS as the server side.
+    async def start_tls(self, reply: bytes = b"") -> None:
+        """Send ``reply`` (the go-ahead to STARTTLS/STLS), then upgrade to TLS.
 
-        Bytes buffered before the handshake are discarded (case 003).  Raises
-        ``ConnectionError`` or ``ssl.SSLError`` when the handshake fails; the
-        session should then end.
+        Bytes buffered before the reply was sent are discarded: a client may
+        send nothing between its STARTTLS and our answer, so they can only be
+        injected plaintext (case 003).  The reply, the discard and the start
+        of the handshake happen with no await between them, so a ClientHello
+        that answers the reply quickly is never mistaken for such bytes.
+        Raises ``ConnectionError`` or ``ssl.SSLError`` when the handshake
+        fails; the session should then end.
         """
         if self._ssl_context is None or self._transport is None:
             raise ConnectionError("TLS is not available")
         self._buffer.clear()
+        if reply:
+            self._transport.write(reply)
         loop = asyncio.get_running_loop()
         transport = await asyncio.wait_for(
             loop.start_tls(self._transport, self, self._ssl_context, server_side=True),

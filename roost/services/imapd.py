@@ -331,9 +331,8 @@ async def _on_starttls(s: Session, cmd: Command) -> str:
         raise ImapError.bad("TLS not available")
     # RFC 3501 6.2.1: bytes after STARTTLS in plaintext are dropped (case 003)
     s.core.discard_input()
-    s.send(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
     await s.flush()
-    await s.conn.start_tls()
+    await s.conn.start_tls(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
     s.core.discard_input()
     raise _AnsweredError
 

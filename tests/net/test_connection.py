@@ -32,8 +32,7 @@ async def _echo_with_starttls(conn: Connection) -> None:
     await conn.write(b"hello\r\n")
     while data := await conn.read():
         if data.startswith(b"STARTTLS\r\n"):
-            await conn.write(b"go\r\n")
-            await conn.start_tls()
+            await conn.start_tls(b"go\r\n")
             continue
         await conn.write(b"tls " if conn.is_tls else b"plain ")
         await conn.write(data)
