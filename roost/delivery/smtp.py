@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from roost.delivery.dns import DnsError, Host, MxResolver, to_ascii_domain
+from roost.delivery.dns import DnsError, Host, MxResolver
+from roost.delivery.idn import ascii_trace, utf8_addr_xtext, wire_address
 from roost.delivery.mime7bit import has_8bit, header_has_8bit, to_7bit
 from roost.delivery.transport import (
     LMTP_PORT,
@@ -138,6 +139,8 @@ def plan_message(
     be (RFC 6152 3). DSN parameters go only to a peer that offers DSN.
     `server` is `host[ip]` for the texts.
     """
+    if not caps.smtputf8:
+        data = ascii_trace(data)
     refuse_all = _refuse_message(caps, envelope, data, server)
     if refuse_all is not None:
         dsn, text = refuse_all
@@ -226,11 +229,26 @@ def _rcpt_params(caps: Capabilities, recipient: Recipient) -> tuple[str, ...]:
     if recipient.notify:
         params.append("NOTIFY=" + ",".join(recipient.notify))
     if recipient.orcpt:
-        kind, _, address = recipient.orcpt.partition(";")
-        # A UTF-8 ORCPT needs RFC 6533's utf-8-addr; it is left out.
-        if address and address.isascii():
-            params.append(f"ORCPT={kind};{xtext(address)}")
+        orcpt = _orcpt(caps, recipient.orcpt)
+        if orcpt:
+            params.append(f"ORCPT={orcpt}")
     return tuple(params)
+
+
+def _orcpt(caps: Capabilities, orcpt: str) -> str | None:
+    # An IDN domain goes as A-labels; a UTF-8 local part needs RFC 6533
+    # 3's "utf-8" type, for a peer with SMTPUTF8 only (the others never
+    # see such a recipient: it needs SMTPUTF8 itself).
+    kind, _, address = orcpt.partition(";")
+    if not address:
+        return None
+    if kind.lower() == "rfc822":
+        address = wire_address(address)
+    if address.isascii():
+        return f"{kind};{xtext(address)}"
+    if caps.smtputf8:
+        return f"utf-8;{utf8_addr_xtext(address)}"
+    return None
 
 
 def xtext(text: str) -> str:
@@ -242,18 +260,6 @@ def xtext(text: str) -> str:
         else:
             out.append(f"+{byte:02X}")
     return "".join(out)
-
-
-def wire_address(address: str) -> str:
-    """The address as sent: domain in A-label form (RFC 5890), so only
-    a UTF-8 local part still needs SMTPUTF8 (case 030)."""
-    local, at, domain = address.rpartition("@")
-    if not at or domain.startswith("["):
-        return address
-    try:
-        return f"{local}@{to_ascii_domain(domain)}"
-    except DnsError:
-        return address
 
 
 # I/O: sessions.

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from roost.delivery.idn import wire_address
 from roost.queue.envelope import Envelope, Recipient
 from roost.queue.result import RecipientResult
 
@@ -62,6 +63,22 @@ def _ascii_safe(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
+def _typed_address(address: str) -> str:
+    """An address for Final-Recipient and its kin: "rfc822; a@b" with the
+    domain as A-labels, else RFC 6533 3's "utf-8; ..." (UTF-8 local part),
+    which only a message/global-delivery-status may carry."""
+    ascii_form = wire_address(address)
+    kind = "rfc822" if ascii_form.isascii() else "utf-8"
+    return f"{kind}; {_ascii_safe(ascii_form)}"
+
+
+def _typed_orcpt(orcpt: str) -> str:
+    kind, _, address = orcpt.partition(";")
+    if kind.strip().lower() == "rfc822":
+        return _typed_address(address.strip())
+    return _ascii_safe(orcpt)
+
+
 def header_block(data: bytes) -> bytes:
     """The header section of a message (up to, not including, the blank line)."""
     for separator in (b"\r\n\r\n", b"\n\n"):
@@ -83,15 +100,15 @@ def _status_fields(
     if envelope.dsn_envid:
         lines.append(f"Original-Envelope-Id: {_ascii_safe(envelope.dsn_envid)}")
     if envelope.mail_from:
-        lines.append(f"X-Roost-Sender: rfc822; {_ascii_safe(envelope.mail_from)}")
+        lines.append(f"X-Roost-Sender: {_typed_address(envelope.mail_from)}")
     arrival = email.utils.formatdate(envelope.arrival_time, localtime=True)
     lines.append(f"Arrival-Date: {arrival}")
     for notice in notices:
         result = notice.result
         lines.append("")
-        lines.append(f"Final-Recipient: rfc822; {_ascii_safe(result.address)}")
+        lines.append(f"Final-Recipient: {_typed_address(result.address)}")
         if notice.recipient.orcpt:
-            lines.append(f"Original-Recipient: {_ascii_safe(notice.recipient.orcpt)}")
+            lines.append(f"Original-Recipient: {_typed_orcpt(notice.recipient.orcpt)}")
         lines.append(f"Action: {action}")
         lines.append(f"Status: {result.dsn}")
         if result.remote_mta:
@@ -125,16 +142,23 @@ def make_dsn(
     if kind == "2bounce":
         subject = f"Postmaster Copy: {subject}"
 
+    fields = _status_fields(envelope, notices, action, myhostname)
+    # RFC 6533 6: a UTF-8 address goes in message/global-delivery-status,
+    # and UTF-8 headers of an SMTPUTF8 message as message/global-headers
+    # (message/global when whole, RFC 6532 3.7)
+    is_global = not all(line.isascii() for line in fields)
+    status_type = "global-delivery-status" if is_global else "delivery-status"
+
     head = [
         f"Date: {email.utils.formatdate(now, localtime=True)}",
         f"From: Mail Delivery System <MAILER-DAEMON@{myhostname}>",
-        f"To: {_ascii_safe(recipient)}",
+        f"To: {_ascii_safe(wire_address(recipient))}",
         f"Subject: {subject}",
         # RFC 3834 5: automatic replies are marked so nobody answers them
         "Auto-Submitted: auto-replied",
         f"Message-ID: <{envelope.queue_id}.{int(now)}.dsn@{myhostname}>",
         "MIME-Version: 1.0",
-        "Content-Type: multipart/report; report-type=delivery-status;",
+        f"Content-Type: multipart/report; report-type={status_type};",
         f'\tboundary="{boundary}"',
         "Content-Transfer-Encoding: 8bit",
         "",
@@ -157,24 +181,29 @@ def make_dsn(
     status = [
         f"--{boundary}",
         "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
+        f"Content-Type: message/{status_type}",
         "",
-        *_status_fields(envelope, notices, action, myhostname),
+        *fields,
         "",
     ]
+    utf8_headers = envelope.smtputf8 and not header_block(data).isascii()
     if full:
+        original_type = "message/global" if utf8_headers else "message/rfc822"
         original = [
             f"--{boundary}",
             "Content-Description: Undelivered Message",
-            "Content-Type: message/rfc822",
+            f"Content-Type: {original_type}",
             "",
         ]
         attached = _crlf(data)
     else:
+        original_type = (
+            "message/global-headers" if utf8_headers else "text/rfc822-headers"
+        )
         original = [
             f"--{boundary}",
             "Content-Description: Undelivered Message Headers",
-            "Content-Type: text/rfc822-headers",
+            f"Content-Type: {original_type}",
             "",
         ]
         attached = _crlf(header_block(data))

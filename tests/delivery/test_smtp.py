@@ -453,6 +453,69 @@ def test_smtputf8_only_when_needed_and_offered(
     assert commands[2] == "RCPT TO:<δοκιμή@x.test>".encode()
 
 
+def test_our_received_for_an_idn_domain_needs_no_smtputf8(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # case 030: smtpd's Received names the recipient as it came; for a
+    # hop without SMTPUTF8 the domain goes as A-labels there too, while
+    # a UTF-8 Subject of an SMTPUTF8 message still needs the extension
+    received = (
+        "Received: from c.example (c.example [192.0.2.9])\r\n"
+        "\tby mx.example.test (Roost) with UTF8SMTP id 4QX7ZK2M\r\n"
+        "\tfor <bo@bücher.example>; Fri, 04 Dec 2026 18:11:47 +0000\r\n"
+    ).encode()
+    plain = FakeSmtp()
+
+    async def body(port: int) -> tuple[list[RecipientResult], ...]:
+        env = envelope("bo@bücher.example", smtputf8=True)
+        sent = await deliver_once(make_settings(), env, hop(port), received + MESSAGE)
+        utf8_subject = received + "Subject: Grüße\r\n\r\nx\r\n".encode()
+        env = envelope("bo@bücher.example", smtputf8=True)
+        bounced = await deliver_once(make_settings(), env, hop(port), utf8_subject)
+        return sent, bounced
+
+    sent, bounced = run(with_fake(plain, body))
+    assert sent[0].status == "sent"
+    assert (bounced[0].status, bounced[0].dsn) == ("bounced", "5.6.7")
+    session = plain.sessions[0]  # the bounce leaves before MAIL
+    assert b"SMTPUTF8" not in session.commands[1]
+    assert session.commands[2] == b"RCPT TO:<bo@xn--bcher-kva.example>"
+    [data] = plain.messages
+    assert b"\tfor <bo@xn--bcher-kva.example>; Fri" in data
+    assert data.isascii()
+
+
+def test_orcpt_of_idn_and_utf8_recipients(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # RFC 3461 4.2 ORCPT is xtext: an IDN domain as A-labels; a UTF-8
+    # local part as RFC 6533 3 "utf-8" type, to an SMTPUTF8 peer only
+    def env() -> Envelope:
+        e = envelope("bo@x.test", "jo@x.test")
+        e.recipients = [
+            Recipient("bo@x.test", "rfc822;bo@bücher.example"),
+            Recipient("jo@x.test", "rfc822;josé@x.test"),
+        ]
+        return e
+
+    capable = FakeSmtp(ehlo=("DSN", "SMTPUTF8"))
+    without = FakeSmtp(ehlo=("DSN",))
+
+    async def body(port: int) -> list[RecipientResult]:
+        return await deliver_once(make_settings(), env(), hop(port))
+
+    run(with_fake(capable, body))
+    run(with_fake(without, body))
+    assert capable.sessions[0].commands[2:4] == [
+        b"RCPT TO:<bo@x.test> ORCPT=rfc822;bo@xn--bcher-kva.example",
+        b"RCPT TO:<jo@x.test> ORCPT=utf-8;jos\\x{E9}@x.test",
+    ]
+    assert without.sessions[0].commands[2:4] == [
+        b"RCPT TO:<bo@x.test> ORCPT=rfc822;bo@xn--bcher-kva.example",
+        b"RCPT TO:<jo@x.test>",
+    ]
+
+
 def test_dsn_parameters_only_to_dsn_peers(
     make_settings: Callable[..., Settings],
 ) -> None:
