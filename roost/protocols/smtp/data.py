@@ -42,13 +42,37 @@ class DataReader:
 
     def feed(self, buf: bytearray) -> bool:
         """Take what it can from buf; True once the end of data was
-        seen (buf then starts with what followed it)."""
+        seen (buf then starts with what followed it).
+
+        Linear in len(buf), which is cut once at the end. The usual
+        case, whole CRLF lines with no other CR or LF up to the end of
+        data (or of buf), is taken in one slice, dots removed in one
+        pass (`_take_clean_run`). Otherwise runs of lines that start
+        with no "." are taken a slice each (`_take_lines`), and lines
+        that start with "." (or finish one begun earlier) one by one.
+        """
+        end = buf.rfind(b"\n") + 1  # whole lines are buf[:end]
         pos = 0
-        while True:
-            pos = self._take_clean_lines(buf, pos)
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                break
+        may_run = True
+        while pos < end:
+            if self._at_line_start and self._prev_crlf and may_run:
+                # Once per call: a failed try is not repeated, as it
+                # would scan the same bytes again.
+                may_run = False
+                taken = self._take_clean_run(buf, pos, end)
+                if taken < 0:
+                    del buf[:-taken]
+                    return True
+                if taken > pos:
+                    pos = taken
+                    continue
+            if self._at_line_start and buf[pos] != 0x2E:  # "."
+                dot = buf.find(b"\n.", pos, end)
+                stop = end if dot < 0 else dot + 1
+                self._take_lines(buf, pos, stop)
+                pos = stop
+                continue
+            nl = buf.find(b"\n", pos, end)
             line = bytes(buf[pos : nl + 1])
             pos = nl + 1
             if self._take_line(line):
@@ -58,22 +82,55 @@ class DataReader:
         del buf[:pos]
         return False
 
-    def _take_clean_lines(self, buf: bytearray, pos: int) -> int:
-        """Fast path: whole CRLF lines with no dot, CR, LF or NUL to
-        treat, stored in one piece."""
-        if not (self._at_line_start and self._prev_crlf):
-            return pos
-        last = buf.rfind(b"\n", pos)
-        if last < 0:
-            return pos
-        region = bytes(buf[pos : last + 1])
-        if region[:1] == b"." or b"\n." in region or b"\x00" in region:
-            return pos
-        crlf = region.count(b"\r\n")
-        if region.count(b"\n") != crlf or region.count(b"\r") != crlf:
-            return pos
-        self._store(region)
-        return last + 1
+    def _take_clean_run(self, buf: bytearray, start: int, end: int) -> int:
+        """Fast path from a line start after a CRLF line: the lines of
+        buf[start:end] before the end-of-data line, when they all end
+        in CRLF and hold no other CR or LF. Stores them, dot-unstuffed;
+        returns where they stop, or -(the offset after ".CRLF") when the
+        end of data was reached, or `start` when the run is not clean.
+        """
+        if buf.startswith(b".\r\n", start):
+            return -(start + 3)
+        dot = buf.find(b"\n.", start, end)
+        term = -1 if dot < 0 else buf.find(b"\r\n.\r\n", max(dot - 1, start), end)
+        stop = end if term < 0 else term + 2
+        crlf = buf.count(b"\r\n", start, stop)
+        if not buf.count(b"\n", start, stop) == crlf == buf.count(b"\r", start, stop):
+            return start
+        if buf.find(b"\x00", start, stop) >= 0:
+            self.has_nul = True
+        # No line of the run is "." alone (the first such ends the data),
+        # so every line that starts with "." loses that dot (RFC 5321 4.5.2).
+        if buf[start] == 0x2E:
+            self._store(bytes(buf[start + 1 : stop]).replace(b"\n.", b"\n"))
+        elif 0 <= dot < stop:
+            self._store(bytes(buf[start:stop]).replace(b"\n.", b"\n"))
+        else:
+            with memoryview(buf) as view:
+                self._store(view[start:stop])
+        return stop if term < 0 else -(stop + 3)
+
+    def _take_lines(self, buf: bytearray, start: int, stop: int) -> None:
+        """Store the whole lines buf[start:stop], none of which starts
+        with "." and the first of which starts a line: as they are when
+        all end in CRLF with no other CR, else with each bare LF made
+        CRLF and each stray CR a space, as `_take_line` does."""
+        if buf.find(b"\x00", start, stop) >= 0:
+            self.has_nul = True
+        crlf = buf.count(b"\r\n", start, stop)
+        with memoryview(buf) as view:
+            if buf.count(b"\n", start, stop) == crlf == buf.count(b"\r", start, stop):
+                self._store(view[start:stop])
+                self._prev_crlf = True
+                return
+            region = bytes(view[start:stop])
+        if region.count(b"\n") != crlf:
+            self.has_bare_lf = True
+        # Every CRLF ends a line: take them out, blank the CRs left
+        # (stray ones), and end every line in CRLF again.
+        text = region.replace(b"\r\n", b"\n").replace(b"\r", b" ")
+        self._store(text.replace(b"\n", b"\r\n"))
+        self._prev_crlf = region.endswith(b"\r\n")
 
     def _take_line(self, line: bytes) -> bool:
         crlf = line.endswith(b"\r\n")
@@ -113,7 +170,7 @@ class DataReader:
             text = text.replace(b"\r", b" ")
         self._store(text)
 
-    def _store(self, chunk: bytes) -> None:
+    def _store(self, chunk: bytes | memoryview) -> None:
         self.size += len(chunk)
         if self.is_too_big:
             return
