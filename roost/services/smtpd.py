@@ -194,6 +194,7 @@ class _Session:
             hostname=settings.myhostname,
             max_message_bytes=limit,
             is_tls=conn.is_tls,
+            strict_rfc821_envelopes=settings.strict_rfc821_envelopes,
         )
         self.client_hostname = "localhost" if conn.is_loopback else "unknown"
         self.client = f"{self.client_hostname}[{conn.peer_ip}]"

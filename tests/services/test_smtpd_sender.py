@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .smtpd_fixtures import start_server
+from .smtpd_fixtures import open_raw, start_server
 
 
 def refused_mail(
@@ -87,5 +87,21 @@ def test_sender_restrictions_run_at_mail_from(tmp_path: Path) -> None:
             assert client.rcpt("alice@example.test")[0] == 503
             assert client.mail("friend@elsewhere.example")[0] == 250
             assert client.rcpt("alice@example.test")[0] == 250
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(("strict", "code"), [("no", 250), ("yes", 501)])
+def test_strict_rfc821_envelopes_setting(
+    tmp_path: Path, strict: str, code: int
+) -> None:
+    srv = start_server(tmp_path, strict_rfc821_envelopes=strict)
+    try:
+        raw = open_raw(srv)
+        assert raw.command(b"EHLO c.example.org") == 250
+        assert raw.command(b"MAIL FROM:sender@example.org") == code
+        assert raw.command(b"MAIL FROM:<sender@example.org>") == (
+            503 if code == 250 else 250
+        )
     finally:
         srv.stop()

@@ -30,6 +30,11 @@ in `discarded_after_starttls` (RFC 3207 4.2, case 003).
 
 After 20 error replies the core adds 421 4.7.0 and closes (postfix's
 smtpd_hard_error_limit).
+
+Envelope addresses: RFC 5321 4.1.2 wants `<path>`; like postfix with
+strict_rfc821_envelopes = no (its default) the core also takes a bare
+address up to the first space, `MAIL FROM:alice@example.org`, unless
+made strict.
 """
 
 from __future__ import annotations
@@ -152,8 +157,10 @@ class ServerConnection:
         max_errors: int = MAX_ERRORS,
         forbid_unauth_pipelining: bool = True,
         is_tls: bool = False,
+        strict_rfc821_envelopes: bool = False,
     ) -> None:
         self.hostname = hostname
+        self.strict_rfc821_envelopes = strict_rfc821_envelopes
         self.max_message_bytes = max_message_bytes
         self.max_errors = max_errors
         self.forbid_unauth_pipelining = forbid_unauth_pipelining
@@ -397,7 +404,8 @@ class ServerConnection:
     def _on_mail(self, arg: bytes) -> Event:
         if arg[:5].upper() != b"FROM:":
             raise SmtpError(SYNTAX_MAIL)
-        raw_path, words = _split_argument(arg[5:], SYNTAX_MAIL)
+        strict = self.strict_rfc821_envelopes
+        raw_path, words = _split_argument(arg[5:], SYNTAX_MAIL, strict=strict)
         # SMTPUTF8 comes after the path, so look at it before decoding
         smtputf8 = any(w.upper() == "SMTPUTF8" for w in words)
         text = grammar.decode_address_bytes(raw_path, smtputf8=smtputf8)
@@ -408,7 +416,8 @@ class ServerConnection:
     def _on_rcpt(self, arg: bytes) -> Event:
         if arg[:3].upper() != b"TO:":
             raise SmtpError(SYNTAX_RCPT)
-        raw_path, words = _split_argument(arg[3:], SYNTAX_RCPT)
+        strict = self.strict_rfc821_envelopes
+        raw_path, words = _split_argument(arg[3:], SYNTAX_RCPT, strict=strict)
         text = grammar.decode_address_bytes(raw_path, smtputf8=self.is_smtputf8)
         if text.lower() == "<postmaster>":
             # RFC 5321 4.5.1: <Postmaster> without a domain must work
@@ -486,10 +495,18 @@ def _helo_domain(arg: bytes, error: Reply) -> str:
     return arg.decode("ascii")
 
 
-def _split_argument(arg: bytes, error: Reply) -> tuple[bytes, list[str]]:
-    """`<path> params` -> raw path bytes and the parameter words."""
+def _split_argument(
+    arg: bytes, error: Reply, *, strict: bool
+) -> tuple[bytes, list[str]]:
+    """`<path> params` -> raw path bytes and the parameter words; when
+    not strict, `address params` too (see the module note)."""
     # postfix accepts "MAIL FROM: <a>" (a space after the colon)
     arg = arg.lstrip(b" ")
+    if not arg.startswith(b"<"):
+        if strict or not arg:
+            raise SmtpError(error)
+        bare, space, rest = arg.partition(b" ")
+        arg = b"<" + bare + b">" + space + rest
     text = arg.decode("utf-8", "surrogateescape")
     path, words = grammar.split_path_and_params(text, error=error)
     raw_path = path.encode("utf-8", "surrogateescape")

@@ -372,3 +372,35 @@ def test_helo_needs_an_argument() -> None:
     d.feed(b"EHLO\r\n")
     assert d.codes()[-1] == 501
     assert d.core.state is State.INIT
+
+
+def test_bare_addresses_without_angle_brackets() -> None:
+    # postfix strict_rfc821_envelopes = no (the default): RFC 5321 4.1.2
+    # wants <path>, but clients that omit the brackets are accepted
+    d = Driver()
+    d.feed(EHLO)
+    d.feed(b"MAIL FROM:sender@example.org SIZE=10\r\n")
+    d.feed(b"RCPT TO: alice@example.test NOTIFY=NEVER\r\n")
+    d.feed(b"RCPT TO:postmaster\r\n")
+    d.feed(b"RCPT TO:\r\n")
+    d.feed(b"RCPT TO:a>b@example.test\r\n")
+    assert d.codes() == [220, 250, 250, 250, 250, 501, 501]
+    mail, rcpt, postmaster = d.events[1:4]
+    assert isinstance(mail, ev.MailFrom)
+    assert isinstance(rcpt, ev.RcptTo)
+    assert (mail.address, mail.params.size) == ("sender@example.org", 10)
+    assert (rcpt.address, rcpt.params.notify) == ("alice@example.test", ("NEVER",))
+    assert isinstance(postmaster, ev.RcptTo)
+    assert postmaster.address == "postmaster"
+
+
+def test_strict_rfc821_envelopes_wants_brackets() -> None:
+    d = Driver(strict_rfc821_envelopes=True)
+    d.feed(EHLO)
+    d.feed(b"MAIL FROM:sender@example.org\r\n")
+    d.feed(MAIL)
+    d.feed(b"RCPT TO:alice@example.test\r\n")
+    d.feed(RCPT)
+    assert d.codes() == [220, 250, 501, 250, 501, 250]
+    assert b"501 5.5.4 Syntax: MAIL FROM:<address>\r\n" in d.out
+    assert b"501 5.5.4 Syntax: RCPT TO:<address>\r\n" in d.out
