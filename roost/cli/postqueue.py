@@ -1,6 +1,6 @@
 """postqueue and mailq: list, flush and deliver the queue, as postfix's.
 
-    postqueue [-c PATH] -p          mailq format (also `mailq`)
+    postqueue [-c PATH] -p          mailq format (also `mailq [-C PATH]`)
     postqueue [-c PATH] -j          one JSON object per message
     postqueue [-c PATH] -f          retry all deferred mail now
     postqueue [-c PATH] -i ID       retry one message now
@@ -32,6 +32,10 @@ from roost.queue.showq import entry_json, format_mailq
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("-c", dest="config", metavar="PATH", default=None)
+    if prog == "mailq":
+        # mailq is sendmail -bp, and postfix's sendmail names the
+        # configuration directory with -C
+        parser.add_argument("-C", dest="config", metavar="PATH", default=None)
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument("-p", action="store_true", help="list the queue")
     actions.add_argument("-j", action="store_true", help="list the queue as JSON")

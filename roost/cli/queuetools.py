@@ -43,8 +43,23 @@ def load_settings(path: str | None) -> Settings:
         ) from exc
 
 
-def open_spool(settings: Settings, *, create: bool = False) -> Spool:
-    return Spool(settings.queue_directory, create=create)
+def open_spool(settings: Settings) -> Spool:
+    """The existing queue of settings; FatalError EX_TEMPFAIL without one.
+
+    The tools never create a queue directory: one that is missing means
+    the server never ran with this configuration (or the wrong one was
+    read), and mail or changes left there would reach no server.
+    """
+    spool = Spool(settings.queue_directory, create=False)
+    if not spool.maildrop.is_dir():
+        where = settings.config_file or "the built-in defaults"
+        raise FatalError(
+            f"queue directory {spool.root} does not exist (configuration:"
+            f" {where}); start the server once with this configuration,"
+            " or name the right one (-c, sendmail -C, ROOST_CONFIG)",
+            EX_TEMPFAIL,
+        )
+    return spool
 
 
 def ask_server(spool: Spool, payload: dict[str, object]) -> dict[str, object] | None:

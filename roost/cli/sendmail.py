@@ -1,15 +1,19 @@
 """sendmail: queue a message from a local program, as postfix's sendmail.
 
-    sendmail [-c PATH] [-t] [-i|-oi] [-f SENDER] [-F NAME] [-N DSN]
+    sendmail [-C|-c PATH] [-t] [-i|-oi] [-f SENDER] [-F NAME] [-N DSN]
              [-R RET] [-V ENVID] [--] [RECIPIENT...]
 
 The message is read from standard input (LF or CRLF line ends; without
 -i a line with a single "." ends it).  Like postfix's cleanup, missing
 Date, Message-ID and From headers are added, and Bcc is removed.  The
 message is written durably into the maildrop, so this works with no
-server running; a running server is told to pick it up at once.
+server running; a running server is told to pick it up at once.  The
+queue directory must exist (the server makes it at its first start):
+sendmail never creates one, so a wrong or ignored configuration fails
+loudly instead of leaving mail where no server looks.
 `sendmail -bp` is mailq.  Exit status 0, or 75 (EX_TEMPFAIL) when the
-message could not be queued, 64 on bad usage.
+message could not be queued (no queue directory included), 78 on a bad
+configuration, 64 on bad usage.
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def parse_args(argv: list[str]) -> Options:
 
 
 def _take_argument(opts: Options, flag: str, value: str) -> None:
-    if flag == "c":
+    if flag in "cC":
+        # -C is postfix's (the configuration directory); -c is Roost's
         opts.config = value
     elif flag in "fr":
         opts.sender = value
@@ -248,7 +253,7 @@ def _main(argv: list[str] | None) -> int:
         return EX_USAGE
 
     settings = load_settings(opts.config)
-    spool = open_spool(settings, create=True)
+    spool = open_spool(settings)
     data = read_message(sys.stdin.buffer, opts.dots_end_input)
     try:
         envelope, message = build(

@@ -16,7 +16,9 @@ from tests.queue.support import MESSAGE, envelope, make_rig
 REFUSED = "connect to mx.example.org[192.0.2.1]:25: Connection refused"
 
 
-def write_config(tmp_path):
+def write_config(tmp_path, *, with_queue=True):
+    """main.cf under tmp_path; with_queue: the queue directory exists, as
+    after the server's first start (the tools never create it)."""
     conf = tmp_path / "main.cf"
     conf.write_text(
         "myhostname = mx.example.test\n"
@@ -25,6 +27,8 @@ def write_config(tmp_path):
         f"alias_maps = hash:{tmp_path / 'aliases'}\n"
     )
     (tmp_path / "aliases").write_text("")
+    if with_queue:
+        Spool(tmp_path / "data" / "queue").close()
     return conf
 
 
@@ -347,3 +351,48 @@ def test_postcat_refuses_names_that_are_not_queue_ids(tmp_path):
     assert done.returncode == 64
     assert b"not found" in done.stderr
     assert b"not for postcat" not in done.stdout
+
+
+def test_sendmail_capital_c_names_the_configuration(tmp_path):
+    # postfix's sendmail -C config_dir; mailq (sendmail -bp) takes it too
+    conf = write_config(tmp_path)
+    done = cli("sendmail:main", "-C", str(tmp_path), "bob", stdin=b"Subject: c\n")
+    assert done.returncode == 0, done.stderr
+    spool = Spool(tmp_path / "data" / "queue", create=False)
+    [name] = spool.maildrop_names()
+    for argv in (["-C", str(tmp_path)], ["-c", str(conf)]):
+        done = cli("postqueue:mailq_main", *argv)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.decode().startswith("-Queue ID-")
+        assert f"\n{name} " in done.stdout.decode()
+    done = cli("sendmail:main", "-bp", f"-C{tmp_path}")
+    assert f"\n{name} " in done.stdout.decode()
+
+
+def test_tools_fail_loudly_without_a_queue_directory(tmp_path):
+    # sendmail never makes a queue no server reads (postfix's
+    # postdrop fails alike): 75 EX_TEMPFAIL, the path on stderr
+    conf = write_config(tmp_path, with_queue=False)
+    queue = tmp_path / "data" / "queue"
+    done = cli("sendmail:main", "-C", str(tmp_path), "bob", stdin=b"Subject: x\n")
+    assert done.returncode == 75
+    assert done.stderr.startswith(b"sendmail: fatal: queue directory ")
+    assert str(queue).encode() in done.stderr
+    assert str(conf).encode() in done.stderr
+    assert not queue.exists()
+    for tool, args in (
+        ("postqueue:mailq_main", []),
+        ("postqueue:main", ["-p"]),
+        ("postsuper:main", ["-d", "ALL"]),
+        ("postcat:main", ["-q", "ABCDEFGHJK"]),
+    ):
+        done = cli(tool, "-c", str(conf), *args)
+        assert done.returncode == 75, (tool, done.stderr)
+        assert b"fatal: queue directory " in done.stderr
+    assert not queue.exists()
+
+
+def test_sendmail_with_a_missing_configuration_fails(tmp_path):
+    done = cli("sendmail:main", "-C", str(tmp_path / "nowhere"), "bob", stdin=b"x\n")
+    assert done.returncode == 78
+    assert b"no such file" in done.stderr
