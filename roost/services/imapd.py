@@ -60,6 +60,7 @@ from roost.protocols.imap.connection import (
     ServerConnection,
 )
 from roost.protocols.imap.errors import ImapError
+from roost.protocols.imap.errors import Status as ImapStatus
 from roost.protocols.imap.grammar import (
     astring,
     decode_mutf7,
@@ -80,6 +81,7 @@ BASE_CAPABILITIES = (
 FETCH_BATCH_MESSAGES = 200
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 IDLE_POLL_S = 2.0  # rescan for other programs' deliveries while idling
+# consecutive BAD replies before the session ends, as dovecot counts them
 MAX_BAD_COMMANDS = 20
 _TOO_MANY_ERRORS = b"* BYE Too many invalid commands\r\n"
 PERMANENT_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*"
@@ -165,7 +167,7 @@ class Session:
             await self._loop()
         except IdleTimeout:
             await self._write_quietly(b"* BYE Autologout; idle for too long\r\n")
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, _SessionEnded):
             pass
         finally:
             if self._read_task is not None:
@@ -176,11 +178,11 @@ class Session:
         while True:
             event = self.core.next_event()
             await self._flush_core()
+            if isinstance(event, ConnectionClosed):
+                return
             if event is None:
                 self.core.receive_data(await self._read())
                 continue
-            if isinstance(event, ConnectionClosed):
-                return
             # an IdleDone / AuthResponse outside its exchange cannot happen:
             # the core is in those modes only while their handler runs
             if isinstance(event, Command) and not await self._dispatch(event):
@@ -197,11 +199,24 @@ class Session:
     async def _flush_core(self) -> None:
         data = self.core.data_to_send()
         if data:
-            self.bad_count += data.count(b" BAD ")
+            # the core answers only malformed commands (BAD), refused
+            # literals (NO) and continuations; a NO breaks a run of BADs
+            for line in data.splitlines():
+                if b" BAD " in line:
+                    self.bad_count += 1
+                elif b" NO " in line:
+                    self.bad_count = 0
             await self.conn.write(data)
-            if self.bad_count > MAX_BAD_COMMANDS:
-                await self._write_quietly(_TOO_MANY_ERRORS)
-                raise ConnectionError("too many bad commands")
+            await self._check_bad_count()
+        if self.core.is_closed:
+            raise _SessionEnded  # the core's BYE (line too long) is written
+
+    async def _check_bad_count(self) -> None:
+        """RFC 3501 7.1.5: a server that gives up says BYE, then closes."""
+        if self.bad_count > MAX_BAD_COMMANDS:
+            self.core.close()
+            await self._write_quietly(_TOO_MANY_ERRORS)
+            raise _SessionEnded
 
     async def _write_quietly(self, data: bytes) -> None:
         with contextlib.suppress(ConnectionError, OSError):
@@ -219,19 +234,19 @@ class Session:
     async def _dispatch(self, command: Command) -> bool:
         """Run one command; False when the session must end."""
         handler = _HANDLERS[command.name]
+        is_bad = False
         try:
             text = await handler(self, command)
             await self._send_news(command)
             self.send(f"{command.tag} {text}\r\n".encode())
         except _AnsweredError:
-            return True
+            pass
         except ImapError as error:
             self._out.append(error.response(command.tag))
-            if error.status.value == "BAD":
-                self.bad_count += 1
+            is_bad = error.status is ImapStatus.BAD
         except MailstoreError as error:
             self._out.append(ImapError.no(error.text, error.code).response(command.tag))
-        except (ConnectionError, OSError, IdleTimeout):
+        except (ConnectionError, OSError, IdleTimeout, _SessionEnded):
             raise
         except Exception:
             log.exception("session [%s] failed on %s", self.conn.peer_ip, command.name)
@@ -241,9 +256,10 @@ class Session:
         await self.flush()
         if self.core.state is State.LOGOUT:
             return False
-        if self.bad_count > MAX_BAD_COMMANDS:
-            await self._write_quietly(_TOO_MANY_ERRORS)
-            return False
+        # only a run of invalid commands ends the session: a well-formed
+        # command (answered OK or NO) starts the count again
+        self.bad_count = self.bad_count + 1 if is_bad else 0
+        await self._check_bad_count()
         return True
 
     async def _send_news(self, command: Command) -> None:
@@ -335,6 +351,10 @@ async def _on_starttls(s: Session, cmd: Command) -> str:
     await s.conn.start_tls(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
     s.core.discard_input()
     raise _AnsweredError
+
+
+class _SessionEnded(Exception):  # noqa: N818 (reads as the condition)
+    """A BYE was sent (too many invalid commands, line too long): end."""
 
 
 class _AnsweredError(Exception):

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.services.imapd_fixtures import ImapServer, Raw, imap_server
 
 __all__ = ["imap_server"]
@@ -360,4 +362,37 @@ def test_many_bad_commands_end_the_session(imap_server: ImapServer) -> None:
     raw.send(b"last BOGUS\r\n")
     assert raw.read_line().startswith(b"last BAD")
     assert raw.read_line() == b"* BYE Too many invalid commands\r\n"
+    assert raw.sock.recv(10) == b""
+
+
+def test_bad_commands_counted_only_in_a_row(imap_server: ImapServer) -> None:
+    # a well-formed command (OK or NO) starts the count again, as dovecot
+    raw = imap_server.raw()
+    for round_ in range(3):
+        for n in range(15):
+            tag = f"r{round_}b{n}"
+            assert tagged(raw.command(tag, "BOGUS")).startswith(f"{tag} BAD".encode())
+        assert tagged(raw.command(f"r{round_}", "NOOP")).startswith(b"r")
+    assert tagged(raw.command("n", "LOGIN nobody wrong")).startswith(b"n NO")
+    for n in range(20):
+        # the core's own BADs (malformed literal) count as well
+        assert tagged(raw.command(f"c{n}", "NOOP {-1}")).startswith(
+            f"c{n} BAD".encode()
+        )
+    raw.send(b"last NOOP {-1}\r\n")
+    assert raw.read_line().startswith(b"last BAD")
+    assert raw.read_line() == b"* BYE Too many invalid commands\r\n"
+    assert raw.sock.recv(10) == b""
+
+
+@pytest.mark.parametrize("where", ["command", "idle"])
+def test_line_too_long_says_bye_and_closes(imap_server: ImapServer, where: str) -> None:
+    # RFC 3501 7.1.5: BYE, then the server closes (it used to keep reading)
+    raw = imap_server.raw()
+    if where == "idle":
+        raw = logged_in(imap_server)
+        raw.send(b"i IDLE\r\n")
+        assert raw.read_line().startswith(b"+ ")
+    raw.send(b"a" * 70_000)
+    assert raw.read_line() == b"* BYE Line too long\r\n"
     assert raw.sock.recv(10) == b""

@@ -149,6 +149,12 @@ class ServerConnection:
     def has_buffered_input(self) -> bool:
         return bool(self._buffer)
 
+    @property
+    def is_closed(self) -> bool:
+        """True after ``close()`` or a fatal error (BYE queued): the
+        service sends what is queued and ends the session."""
+        return self._mode is Mode.CLOSED
+
     # --- framing ---------------------------------------------------------
 
     def _take_literal(self) -> bool:

@@ -97,8 +97,10 @@ def test_refused_nonsync_literal_is_skipped_whole() -> None:
 
 def test_line_too_long_ends_session() -> None:
     core = ServerConnection(Limits(max_line_bytes=100))
+    assert not core.is_closed
     events, out = drive(core, b"a" * 200)
     assert out == b"* BYE Line too long\r\n"
+    assert core.is_closed  # the service must end the session now
     events, out = drive(core, b"\r\na2 NOOP\r\n")
     assert events == []
     assert out == b""
