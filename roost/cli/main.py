@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import importlib
+import math
+import re
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from roost.auth import UserDB, UserError
@@ -155,12 +157,24 @@ def _settings(path: str | None) -> Settings:
     try:
         settings = load(path)
     except ConfigError as exc:
-        for error in exc.errors:
-            _say(f"error: {error}")
+        _report(exc.errors, exc.warnings)
         raise CommandError("configuration has errors, nothing done") from None
-    for warning in settings.warnings:
-        _say(f"warning: {warning}")
+    _report([], settings.warnings)
     return settings
+
+
+def _report(errors: Sequence[str], warnings: Sequence[str]) -> None:
+    """Errors and warnings, in the order of the lines they name."""
+    said = [(_line_of(e), "error", e) for e in errors]
+    said += [(_line_of(w), "warning", w) for w in warnings]
+    for _, level, message in sorted(said, key=lambda item: item[0]):
+        _say(f"{level}: {message}")
+
+
+def _line_of(message: str) -> float:
+    # messages start "file:line: "; the others (about whole files) last
+    found = re.match(r".*?:(\d+): ", message)
+    return int(found.group(1)) if found else math.inf
 
 
 # serve
@@ -275,12 +289,10 @@ def _config_check(args: argparse.Namespace, path: str | None) -> int:
     try:
         settings = load(path)
     except ConfigError as exc:
-        for error in exc.errors:
-            _say(f"error: {error}")
+        _report(exc.errors, exc.warnings)
         return EXIT_FAIL
 
-    for warning in settings.warnings + tuple(_file_warnings(settings)):
-        _say(f"warning: {warning}")
+    _report([], [*settings.warnings, *_file_warnings(settings)])
     return EXIT_OK
 
 

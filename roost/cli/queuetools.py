@@ -38,8 +38,9 @@ def load_settings(path: str | None) -> Settings:
     try:
         return load(path)
     except ConfigError as exc:
+        lines = [*exc.errors, *(f"warning: {w}" for w in exc.warnings)]
         raise FatalError(
-            "configuration errors:\n" + "\n".join(exc.errors), EX_CONFIG
+            "configuration errors:\n" + "\n".join(lines), EX_CONFIG
         ) from exc
 
 

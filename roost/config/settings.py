@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,14 @@ Default = str | Callable[[Callable[[str], str]], str]
 
 
 class ConfigError(Exception):
-    """The configuration has errors; `errors` lists "file:line: message"."""
+    """The configuration has errors; `errors` lists "file:line: message",
+    `warnings` the warnings found before the errors stopped the load
+    (unknown parameters), in the same form, for a full report."""
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], warnings: Sequence[str] = ()) -> None:
         super().__init__("\n".join(errors))
         self.errors = list(errors)
+        self.warnings = list(warnings)
 
 
 @functools.cache
@@ -460,11 +463,11 @@ class _Builder:
             typed[PARAMETERS[name].name] = self.convert(name, quiet=quiet)
         self.warn_unknown()
         if self.errors:
-            raise ConfigError(self.errors)
+            raise ConfigError(self.errors, self.warnings)
 
         self.check_together(typed)
         if self.errors:
-            raise ConfigError(self.errors)
+            raise ConfigError(self.errors, self.warnings)
 
         for name in PARAMETERS:
             self.default_text(name)
@@ -488,8 +491,12 @@ class _Builder:
 
     def check_together(self, typed: dict[str, Any]) -> None:
         if typed["minimal_backoff_time"] > typed["maximal_backoff_time"]:
+            # at the line that set one of them (file:line), not the file
+            culprit = "maximal_backoff_time"
+            if culprit not in self.entries:
+                culprit = "minimal_backoff_time"
             self.errors.append(
-                f"{self.where('maximal_backoff_time')}: maximal_backoff_time "
+                f"{self.where(culprit)}: maximal_backoff_time "
                 "must not be less than minimal_backoff_time"
             )
 

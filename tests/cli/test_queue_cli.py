@@ -396,3 +396,14 @@ def test_sendmail_with_a_missing_configuration_fails(tmp_path):
     done = cli("sendmail:main", "-C", str(tmp_path / "nowhere"), "bob", stdin=b"x\n")
     assert done.returncode == 78
     assert b"no such file" in done.stderr
+
+
+def test_config_errors_stop_the_tools_with_every_problem_named(tmp_path):
+    conf = write_config(tmp_path)
+    conf.write_text(conf.read_text() + "smtp_port = x\nmy_typo = 1\n")
+    done = cli("sendmail:main", "-C", str(conf), "bob", stdin=b"Subject: x\n")
+    assert done.returncode == 78
+    err = done.stderr.decode()
+    assert err.startswith("sendmail: fatal: configuration errors:\n")
+    assert f"{conf}:5: smtp_port: " in err
+    assert f"warning: {conf}:6: unknown parameter my_typo" in err

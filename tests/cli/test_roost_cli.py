@@ -184,6 +184,26 @@ def test_config_check_errors_with_file_and_line(
     assert any(f"{conf}:4:" in line for line in err)
 
 
+def test_config_check_reports_warnings_with_errors_in_line_order(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # postfix-like: every problem of the file at once, each with file:line
+    conf.write_text(
+        conf.read_text() + "smtpd_banner_x = hi\nimap_port = lots\nmy_typo = 1\n"
+    )
+    assert run(monkeypatch, "-c", str(conf), "config", "check") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"roost: warning: {conf}:3: unknown parameter smtpd_banner_x",
+        f"roost: error: {conf}:4: imap_port: bad port 'lots' (use 0-65535 or none)",
+        f"roost: warning: {conf}:5: unknown parameter my_typo",
+    ]
+    assert run(monkeypatch, "-c", str(conf), "user", "list") == 1
+    err = capsys.readouterr().err
+    assert f"roost: warning: {conf}:3: unknown parameter smtpd_banner_x" in err
+    assert "configuration has errors" in err
+
+
 def test_config_check_warns_of_readable_users_file(
     conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -390,3 +390,19 @@ def test_error_in_a_default_points_at_the_line_it_came_from() -> None:
     with pytest.raises(ConfigError) as info:
         load_text("# c\nmyhostname = $base\nbase = my_host\n")
     assert info.value.errors == ["main.cf:2: myhostname: bad host name 'my_host'"]
+
+
+def test_errors_carry_the_warnings_found_with_them() -> None:
+    # `roost config check` reports both at once, each with file:line
+    text = "bogus_name = 1\nsmtp_port = x\nminimal_backoff_time = 9h\n"
+    with pytest.raises(ConfigError) as info:
+        load_text(text)
+    assert info.value.warnings == ["main.cf:1: unknown parameter bogus_name"]
+    assert [e.split(": ")[0] for e in info.value.errors] == ["main.cf:2"]
+    # an error found only when the values are checked together
+    with pytest.raises(ConfigError) as info:
+        load_text("bogus_name = 1\n" + text.split("\n", 2)[2])
+    assert info.value.warnings == ["main.cf:1: unknown parameter bogus_name"]
+    assert info.value.errors == [
+        "main.cf:2: maximal_backoff_time must not be less than minimal_backoff_time"
+    ]
