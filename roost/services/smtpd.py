@@ -303,23 +303,17 @@ class _Session:
         )
 
     def _count(self, event: ev.Event) -> None:
-        verb = _VERB_OF.get(type(event), "")
-        if isinstance(event, ev.Refused):
-            if event.in_data:
-                # DATA itself was counted and is taken back in _tally
-                return
-            verb = event.verb.lower()
-            if verb not in _VERB_OF.values():
-                verb = "unknown"
+        verb = _verb_of(event)
         if verb:
             self.counts[verb] += 1
             self.last_verb = verb.upper()
 
     def _tally(self, event: ev.Event, reply: r.Reply) -> None:
-        verb = _VERB_OF.get(type(event), "")
+        verb = _verb_of(event)
         if verb and reply.is_positive:
             self.accepted[verb] += 1
-        if isinstance(event, ev.Refused) and event.in_data:
+        if isinstance(event, ev.Refused) and event.in_data and event.verb == "DATA":
+            # the 354 to DATA was counted as accepted: take it back
             self.accepted["data"] -= 1
 
     def _summary(self) -> str:
@@ -360,6 +354,8 @@ class _Session:
         words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.settings.smtputf8_enable:
             words.append("SMTPUTF8")
+        # RFC 3030 CHUNKING; BINARYMIME is not offered (case 006)
+        words.append("CHUNKING")
         return words
 
     def _auth_offered(self) -> bool:
@@ -531,6 +527,10 @@ class _Session:
     async def _on_data(self, event: ev.Event) -> r.Reply:
         return r.START_DATA
 
+    async def _on_bdat_chunk(self, event: ev.Event) -> r.Reply:
+        assert isinstance(event, ev.BdatChunk)
+        return r.Reply.of(250, "2.0.0", f"Ok: {event.size} octets")
+
     async def _on_data_received(self, event: ev.Event) -> r.Reply:
         assert isinstance(event, ev.DataReceived)
         assert self.mail_event is not None
@@ -614,7 +614,7 @@ class _Session:
     async def _on_refused(self, event: ev.Event) -> r.Reply:
         assert isinstance(event, ev.Refused)
         if event.in_data:
-            self._log_reject("DATA", event.reply, "")
+            self._log_reject(event.verb, event.reply, "")
             self._reset_transaction()
         else:
             log.info("%s: %s: %s", self.client, event.reason, event.reply)
@@ -697,6 +697,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.RcptTo: _Session._on_rcpt,
     ev.Data: _Session._on_data,
     ev.DataReceived: _Session._on_data_received,
+    ev.BdatChunk: _Session._on_bdat_chunk,
     ev.Rset: _Session._on_rset,
     ev.Noop: _Session._on_noop,
     ev.Quit: _Session._on_quit,
@@ -714,6 +715,7 @@ _VERB_OF: dict[type, str] = {
     ev.MailFrom: "mail",
     ev.RcptTo: "rcpt",
     ev.Data: "data",
+    ev.BdatChunk: "bdat",
     ev.Rset: "rset",
     ev.Noop: "noop",
     ev.Quit: "quit",
@@ -722,3 +724,16 @@ _VERB_OF: dict[type, str] = {
     ev.StartTls: "starttls",
     ev.Auth: "auth",
 }
+
+
+def _verb_of(event: ev.Event) -> str:
+    """The verb an event counts as in the disconnect summary, or ""."""
+    if isinstance(event, ev.DataReceived):
+        # DATA was counted at its command; the LAST chunk is a BDAT
+        return "bdat" if event.chunked else ""
+    if isinstance(event, ev.Refused):
+        if event.in_data:
+            return "bdat" if event.verb == "BDAT" else ""
+        verb = event.verb.lower()
+        return verb if verb in _VERB_OF.values() else "unknown"
+    return _VERB_OF.get(type(event), "")

@@ -96,7 +96,8 @@ def test_unknown_local_user_550_and_queue_id_at_first_recipient(
         if line.startswith("Q0001: reject: RCPT from localhost[127.0.0.1]: 550 5.1.1 ")
         and line.endswith(tail.format("nobody2@example.test"))
     ]
-    assert first and second
+    assert first
+    assert second
     assert first[0] < opened < second[0]
     assert any(line.startswith("connect from localhost[127.0.0.1]") for line in lines)
     assert any(

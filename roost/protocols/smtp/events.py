@@ -64,6 +64,16 @@ class DataReceived:
     data: bytes
     size: int
     has_bare_lf: bool = False
+    # it came in BDAT chunks (RFC 3030), the last one just now
+    chunked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BdatChunk:
+    """A BDAT chunk that is not the LAST one was received whole (RFC
+    3030 2); answer 250 to go on, anything else ends the transaction."""
+
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,7 @@ Event = (
     | RcptTo
     | Data
     | DataReceived
+    | BdatChunk
     | Rset
     | Noop
     | Quit

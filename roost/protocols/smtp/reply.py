@@ -83,6 +83,9 @@ IN_TRANSACTION = Reply.of(503, "5.5.1", "Error: MAIL transaction in progress")
 ALREADY_AUTHENTICATED = Reply.of(503, "5.5.1", "Error: already authenticated")
 TLS_ACTIVE = Reply.of(554, "5.5.1", "Error: TLS already active")
 NOT_IMPLEMENTED = Reply.of(502, "5.5.1", "Error: command not implemented")
+# RFC 3030 3: DATA may not follow BDAT; nothing but BDAT, RSET, NOOP,
+# QUIT and HELP between chunks
+IN_BDAT = Reply.of(503, "5.5.1", "Error: BDAT transaction in progress")
 
 # syntax errors (RFC 5321 4.2.2 500/501, RFC 3463 5.5.x)
 UNKNOWN_COMMAND = Reply.of(500, "5.5.2", "Error: command not recognized")
@@ -95,6 +98,8 @@ SYNTAX_MAIL = Reply.of(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 SYNTAX_RCPT = Reply.of(501, "5.5.4", "Syntax: RCPT TO:<address>")
 SYNTAX_VRFY = Reply.of(501, "5.5.4", "Syntax: VRFY address")
 SYNTAX_AUTH = Reply.of(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+# Without a count the chunk cannot be skipped: fatal (see server.py)
+SYNTAX_BDAT = Reply.of(501, "5.5.4", "Syntax: BDAT count [LAST]")
 NO_ARGUMENTS = Reply.of(501, "5.5.4", "Syntax error: no arguments allowed")
 BAD_ADDRESS_SYNTAX = Reply.of(501, "5.1.3", "Bad address syntax")
 BAD_SENDER_SYNTAX = Reply.of(501, "5.1.7", "Bad sender address syntax")

@@ -10,6 +10,7 @@ States and what moves between them (replies decide, see `send`):
     CONNECTED --greeting 220--> INIT --250 to HELO/EHLO--> READY
     READY --250 to MAIL--> MAIL --250 to RCPT--> RCPT
     RCPT --354 to DATA--> DATA --end of data--> READY
+    RCPT/BDAT --BDAT n--> CHUNK --n octets--> BDAT (or READY after LAST)
     READY --334 to AUTH--> AUTH --235 / failure--> READY
     READY --220 to STARTTLS--> TLS --tls_established()--> INIT
     any --221 / 421 / fatal refusal--> CLOSED
@@ -31,6 +32,16 @@ in `discarded_after_starttls` (RFC 3207 4.2, case 003).
 After 20 error replies the core adds 421 4.7.0 and closes (postfix's
 smtpd_hard_error_limit).
 
+CHUNKING (RFC 3030): `BDAT n [LAST]` is followed by exactly n octets,
+read in the CHUNK state and collected by chunking.py (line ends made
+as DATA makes them). A chunk that is not the LAST is the event
+BdatChunk; the LAST one gives DataReceived(chunked=True) or the same
+refusals as the end of DATA. A BDAT refused with a valid count (out of
+order, after HELO) still has its octets skipped, so none of them is
+read as a command (3: pipelined chunks after a failure are discarded);
+a BDAT without a valid count leaves nothing to skip by, so it is
+answered 501 and the session ends.
+
 Envelope addresses: RFC 5321 4.1.2 wants `<path>`; like postfix with
 strict_rfc821_envelopes = no (its default) the core also takes a bare
 address up to the first space, `MAIL FROM:alice@example.org`, unless
@@ -43,11 +54,13 @@ import enum
 from collections.abc import Callable
 
 from roost.protocols.smtp import grammar, params
+from roost.protocols.smtp.chunking import ChunkCollector
 from roost.protocols.smtp.data import DataReader
 from roost.protocols.smtp.events import (
     NEED_DATA,
     Auth,
     AuthResponse,
+    BdatChunk,
     ConnectionClosed,
     Data,
     DataReceived,
@@ -71,6 +84,7 @@ from roost.protocols.smtp.reply import (
     BAD_RECIPIENT_SYNTAX,
     BAD_SENDER_SYNTAX,
     EMPTY_COMMAND,
+    IN_BDAT,
     IN_TRANSACTION,
     LINE_TOO_LONG,
     MESSAGE_TOO_BIG,
@@ -83,6 +97,7 @@ from roost.protocols.smtp.reply import (
     NUL_IN_DATA,
     SYNCHRONIZATION,
     SYNTAX_AUTH,
+    SYNTAX_BDAT,
     SYNTAX_EHLO,
     SYNTAX_HELO,
     SYNTAX_MAIL,
@@ -109,6 +124,8 @@ class State(enum.Enum):
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
+    CHUNK = "chunk"
+    BDAT = "bdat"
     AUTH = "auth"
     TLS = "tls"
     CLOSED = "closed"
@@ -120,17 +137,19 @@ class UsageError(Exception):
 
 _S = State
 _COMMAND_STATES = frozenset({_S.INIT, _S.READY, _S.MAIL, _S.RCPT})
+_BETWEEN_CHUNKS = _COMMAND_STATES | {_S.BDAT}
 _LEGAL: dict[str, frozenset[State]] = {
     "HELO": _COMMAND_STATES,
     "EHLO": _COMMAND_STATES,
     "MAIL": frozenset({_S.READY}),
     "RCPT": frozenset({_S.MAIL, _S.RCPT}),
     "DATA": frozenset({_S.RCPT}),
-    "RSET": _COMMAND_STATES,
-    "NOOP": _COMMAND_STATES,
-    "QUIT": _COMMAND_STATES,
+    "BDAT": frozenset({_S.RCPT, _S.BDAT}),
+    "RSET": _BETWEEN_CHUNKS,
+    "NOOP": _BETWEEN_CHUNKS,
+    "QUIT": _BETWEEN_CHUNKS,
     "VRFY": _COMMAND_STATES,
-    "HELP": _COMMAND_STATES,
+    "HELP": _BETWEEN_CHUNKS,
     "STARTTLS": frozenset({_S.READY}),
     "AUTH": frozenset({_S.READY}),
     "EXPN": _COMMAND_STATES,
@@ -139,6 +158,7 @@ _OUT_OF_ORDER: dict[str, dict[State, Reply]] = {
     "MAIL": {_S.INIT: NEED_HELO, _S.MAIL: NESTED_MAIL, _S.RCPT: NESTED_MAIL},
     "RCPT": {_S.INIT: NEED_MAIL, _S.READY: NEED_MAIL},
     "DATA": {_S.INIT: NEED_RCPT, _S.READY: NEED_RCPT, _S.MAIL: NEED_RCPT},
+    "BDAT": {_S.INIT: NEED_RCPT, _S.READY: NEED_RCPT, _S.MAIL: NEED_RCPT},
     "STARTTLS": {_S.INIT: NEED_HELO, _S.MAIL: IN_TRANSACTION, _S.RCPT: IN_TRANSACTION},
     "AUTH": {_S.INIT: NEED_HELO, _S.MAIL: IN_TRANSACTION, _S.RCPT: IN_TRANSACTION},
 }
@@ -177,6 +197,13 @@ class ServerConnection:
         self._discarding = False
         self._outstanding: Event | None = None
         self._reader: DataReader | None = None
+        self._chunks: ChunkCollector | None = None
+        # octets left of the BDAT chunk being read, and whether LAST
+        self._chunk_left = 0
+        self._chunk_size = 0
+        self._chunk_last = False
+        # octets of a refused BDAT chunk still to be thrown away
+        self._skip = 0
 
     # door 1: bytes in --------------------------------------------------
 
@@ -207,6 +234,8 @@ class ServerConnection:
             return NEED_DATA
         if self.state is State.DATA:
             event = self._next_data_event()
+        elif self.state is State.CHUNK:
+            event = self._next_chunk_event()
         else:
             event = self._next_line_event()
         if isinstance(event, NeedData):
@@ -277,8 +306,13 @@ class ServerConnection:
         elif isinstance(event, Data) and reply.code == 354:
             self.state = State.DATA
             self._reader = DataReader(self.max_message_bytes)
-        elif isinstance(event, Rset) and ok and self.state in (State.MAIL, State.RCPT):
+        elif isinstance(event, Rset) and ok and self.state in _IN_TRANSACTION:
             self.state = State.READY
+            self._chunks = None
+        elif isinstance(event, BdatChunk) and not ok:
+            # the transaction failed; later chunks get 503 and are skipped
+            self.state = State.READY
+            self._chunks = None
         elif isinstance(event, Quit):
             self.state = State.CLOSED
         elif isinstance(event, StartTls) and reply.code == 220:
@@ -316,9 +350,72 @@ class ServerConnection:
             return Refused(NUL_IN_DATA, reason, "DATA", in_data=True)
         return DataReceived(reader.message, reader.size, reader.has_bare_lf)
 
+    # BDAT chunks (RFC 3030) -------------------------------------------
+
+    def _next_chunk_event(self) -> Event | NeedData:
+        chunks = self._chunks
+        assert chunks is not None
+        take = min(self._chunk_left, len(self._buf))
+        if take:
+            chunks.feed(bytes(self._buf[:take]))
+            del self._buf[:take]
+            self._chunk_left -= take
+        if self._chunk_left:
+            return NEED_DATA
+        if not self._chunk_last:
+            self.state = State.BDAT
+            return BdatChunk(self._chunk_size)
+
+        chunks.finish()
+        self._chunks = None
+        self.state = State.READY
+        self.is_smtputf8 = False
+        if chunks.is_too_big:
+            reason = f"message size {chunks.size} exceeds limit"
+            return Refused(MESSAGE_TOO_BIG, reason, "BDAT", in_data=True)
+        if chunks.has_nul:
+            reason = "NUL character in message"
+            return Refused(NUL_IN_DATA, reason, "BDAT", in_data=True)
+        message = chunks.message
+        return DataReceived(message, len(message), chunks.has_bare_lf, chunked=True)
+
+    def _on_bdat(self, arg: bytes) -> Event | NeedData:
+        words = arg.split()
+        count = words[0] if words else b""
+        is_last = len(words) == 2 and words[1].upper() == b"LAST"
+        if len(words) != (2 if is_last else 1) or not _is_chunk_size(count):
+            return Refused(SYNTAX_BDAT, "malformed BDAT command", "BDAT")
+
+        size = int(count)
+        if self.state not in _LEGAL["BDAT"] or not self.may_pipeline:
+            # RFC 3030 2: CHUNKING is an EHLO extension; the octets that
+            # follow are skipped, never read as commands
+            self._skip = size
+            if not self.may_pipeline:
+                return self._refuse(NOT_IMPLEMENTED, "BDAT after HELO", "BDAT")
+            refusal = _OUT_OF_ORDER["BDAT"].get(self.state, NEED_RCPT)
+            return self._refuse(refusal, "command out of order", "BDAT")
+
+        if self._chunks is None:
+            self._chunks = ChunkCollector(self.max_message_bytes)
+        self._chunk_left = self._chunk_size = size
+        self._chunk_last = is_last
+        self.state = State.CHUNK
+        return self._next_chunk_event()
+
+    def _skip_refused_chunk(self) -> bool:
+        """Throw away what is left of a refused chunk; False while more
+        of it is still to come."""
+        take = min(self._skip, len(self._buf))
+        del self._buf[:take]
+        self._skip -= take
+        return not self._skip
+
     # command lines -----------------------------------------------------
 
     def _next_line_event(self) -> Event | NeedData:
+        if self._skip and not self._skip_refused_chunk():
+            return NEED_DATA
         line = self._take_line()
         if isinstance(line, NeedData | Refused):
             return line
@@ -363,7 +460,7 @@ class ServerConnection:
             return MAX_AUTH_LINE_BYTES
         return MAX_COMMAND_LINE_BYTES
 
-    def _command(self, line: bytes) -> Event:
+    def _command(self, line: bytes) -> Event | NeedData:
         raw_verb, _, raw_arg = line.partition(b" ")
         verb = raw_verb.decode("ascii", "replace").upper()
         if not line:
@@ -373,8 +470,12 @@ class ServerConnection:
         if self._is_unauth_pipelining(verb):
             reason = f"improper command pipelining after {verb}"
             return Refused(SYNCHRONIZATION, reason, verb)
+        if verb == "BDAT":
+            # its octets follow whatever the answer is
+            return self._on_bdat(raw_arg.strip(b" "))
         if self.state not in _LEGAL[verb]:
-            refusal = _OUT_OF_ORDER.get(verb, {}).get(self.state, NEED_HELO)
+            default = IN_BDAT if self.state is State.BDAT else NEED_HELO
+            refusal = _OUT_OF_ORDER.get(verb, {}).get(self.state, default)
             return self._refuse(refusal, "command out of order", verb)
         try:
             return self._HANDLERS[verb](self, raw_arg.strip(b" "))
@@ -483,8 +584,17 @@ class ServerConnection:
     }
 
 
+_IN_TRANSACTION = frozenset({State.MAIL, State.RCPT, State.BDAT})
+# RFC 3030 2: chunk-size = 1*DIGIT; 20 digits is far past any limit
+_MAX_CHUNK_DIGITS = 20
+
+
 def _is_fatal(reply: Reply) -> bool:
-    return reply.code == 421 or reply is SYNCHRONIZATION
+    return reply.code == 421 or reply is SYNCHRONIZATION or reply is SYNTAX_BDAT
+
+
+def _is_chunk_size(word: bytes) -> bool:
+    return 0 < len(word) <= _MAX_CHUNK_DIGITS and word.isdigit() and word.isascii()
 
 
 def _helo_domain(arg: bytes, error: Reply) -> str:

@@ -25,6 +25,7 @@ def accept_all(event: ev.Event) -> r.Reply:
         ev.RcptTo: r.RECIPIENT_OK,
         ev.Data: r.START_DATA,
         ev.DataReceived: r.Reply.of(250, "2.0.0", "Ok: queued as TEST"),
+        ev.BdatChunk: r.OK,
         ev.Rset: r.OK,
         ev.Noop: r.OK,
         ev.Quit: r.BYE,
