@@ -58,8 +58,8 @@ def many_parts(count: int, digest: bool = False) -> bytes:
     for i in range(1, count + 1):
         if digest or i in (9999, 10000, 10001):
             out.append(
-                b"--p\r\nContent-Type: message/rfc822\r\n\r\nSubject: m%d\r\n\r\nleaf\r\n"
-                % i
+                b"--p\r\nContent-Type: message/rfc822\r\n\r\n"
+                b"Subject: m%d\r\n\r\nleaf\r\n" % i
             )
         else:
             out.append(b"--p\r\nContent-Type: text/plain\r\n\r\nt%d\r\n" % i)

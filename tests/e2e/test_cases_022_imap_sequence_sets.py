@@ -53,9 +53,11 @@ def test_case_022_transcript(imap: ImapRaw) -> None:
         len(r) == 1 and r[0].startswith(b"a1 OK")
     )
     r = imap.command("a2", "UID STORE 1:2 +FLAGS (\\Deleted)")
-    assert len(r) == 1 and r[0].startswith(b"a2 OK"), r
+    assert len(r) == 1, r
+    assert r[0].startswith(b"a2 OK"), r
     r = imap.command("a3", "UID EXPUNGE 1:2")
-    assert len(r) == 1 and r[0].startswith(b"a3 OK"), r
+    assert len(r) == 1, r
+    assert r[0].startswith(b"a3 OK"), r
     r = imap.command("a4", "UID FETCH 10:* (UID)")
     assert r[:-1] == [b"* 3 FETCH (UID 9)\r\n"]
     assert r[-1].startswith(b"a4 OK")
@@ -64,19 +66,22 @@ def test_case_022_transcript(imap: ImapRaw) -> None:
     r = imap.command("a6", "FETCH *:2 (UID)")
     assert r[:-1] == [b"* 2 FETCH (UID 5)\r\n", b"* 3 FETCH (UID 9)\r\n"], r
     r = imap.command("a7", "UID FETCH 4294967295 (UID)")
-    assert len(r) == 1 and r[0].startswith(b"a7 OK"), r
+    assert len(r) == 1, r
+    assert r[0].startswith(b"a7 OK"), r
     assert imap.command("a8", "UID FETCH 4294967296 (UID)")[-1].startswith(b"a8 BAD")
     assert imap.command("a9", "UID FETCH 0 (UID)")[-1].startswith(b"a9 BAD")
     assert imap.command("a10", "FETCH 4 (UID)")[-1].startswith(b"a10 BAD")
     r = imap.command("a11", "UID SEARCH UID 6:8")
-    assert r[0] == b"* SEARCH\r\n" and r[-1].startswith(b"a11 OK"), r
+    assert r[0] == b"* SEARCH\r\n", r
+    assert r[-1].startswith(b"a11 OK"), r
     after = imap.command("a15", "FETCH 1:* (UID FLAGS)")
     assert uids(after) == [3, 5, 9]
     assert b"\\Deleted" not in b"".join(after)
     assert imap.command("a12", "SELECT Empty")[-1].startswith(b"a12 OK")
     assert imap.command("a13", "FETCH * (UID)")[-1].startswith(b"a13 BAD")
     r = imap.command("a14", "UID FETCH 1:* (UID)")
-    assert len(r) == 1 and r[0].startswith(b"a14 OK"), r
+    assert len(r) == 1, r
+    assert r[0].startswith(b"a14 OK"), r
 
 
 @pytest.mark.parametrize(

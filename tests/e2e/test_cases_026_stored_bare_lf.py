@@ -31,13 +31,22 @@ def server() -> Iterator[CaseServer]:
 
 
 MESSAGES = {
-    "m1": b"From: a@example.org\nTo: alice@example.test\nSubject: lf only\n\nline 1\nline 2\n",
-    "m2": b"From: a@example.org\r\nSubject: mixed\n\tfolded with bare LF\r\n\r\nbody\r\n",
-    "m3": b"From: a@example.org\r\nSubject: no final newline\r\n\r\nlast line without CRLF",
+    "m1": (
+        b"From: a@example.org\nTo: alice@example.test\nSubject: lf only\n"
+        b"\nline 1\nline 2\n"
+    ),
+    "m2": (
+        b"From: a@example.org\r\nSubject: mixed\n\tfolded with bare LF\r\n\r\nbody\r\n"
+    ),
+    "m3": (
+        b"From: a@example.org\r\nSubject: no final newline\r\n"
+        b"\r\nlast line without CRLF"
+    ),
     "m4": (
         b"From: a@example.org\nMIME-Version: 1.0\n"
         b"Content-Type: multipart/mixed; boundary=x\n\n"
-        b"--x\nContent-Type: text/plain\n\none\n--x\nContent-Type: text/plain\n\ntwo\n--x--\n"
+        b"--x\nContent-Type: text/plain\n\none\n"
+        b"--x\nContent-Type: text/plain\n\ntwo\n--x--\n"
     ),
     "m5": b"Subject: lf at chunk edge\n\n" + (b"y" * 4095 + b"\n") * 40,
     "m6": b"Subject: lone cr\r\n\r\nbefore\rafter\r\n",

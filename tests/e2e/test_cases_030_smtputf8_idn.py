@@ -56,7 +56,10 @@ def test_case_030_transcript(server: CaseServer) -> None:
     assert smtp.cmd(b"RCPT TO:<\xff\xfe@example.test>") in (501, 553)
     assert smtp.cmd(b"RCPT TO:<anna@b\xc3\xbc\xffcher.test>") in (501, 553)
     assert smtp.cmd("DATA") == 354
-    body = "From: José <josé@example.org>\r\nTo: anna@bücher.test\r\nSubject: Grüße\r\n\r\nok\r\n"
+    body = (
+        "From: José <josé@example.org>\r\nTo: anna@bücher.test\r\n"
+        "Subject: Grüße\r\n\r\nok\r\n"
+    )
     smtp.send(body.encode() + b".\r\n")
     assert smtp.code() == 250
     (path,) = server.wait_messages("anna", 1)  # one copy for all four forms
