@@ -319,7 +319,13 @@ def _read(path: Path) -> bytes | None:
 
 
 def _make_server(root: Path, extra_config: dict[str, str] | None) -> RoostServer:
-    ports = {name: free_port() for name in (*LISTENERS, "closed_port")}
+    # free_port may hand out a port again once it is closed: keep distinct
+    ports: dict[str, int] = {}
+    for name in (*LISTENERS, "closed_port"):
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[name] = port
     server = RoostServer(root=root, ports=ports, extra_config=extra_config or {})
     server.write_config()
     server.add_users()
