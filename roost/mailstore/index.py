@@ -20,8 +20,10 @@ A message's flags live in its file name, as dovecot writes them:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,10 @@ from roost.mailstore.maildir import INFO_SEPARATOR, fsync_dir, parse_name
 
 UIDLIST = "roost-uidlist"
 KEYWORDS = "roost-keywords"
+UIDVALIDITY = "roost-uidvalidity"
 MAX_KEYWORDS = 26
+
+_uidvalidity_lock = threading.Lock()
 
 LETTER_OF_FLAG = {
     "\\Draft": "D",
@@ -50,9 +55,23 @@ class UidList:
     sizes: dict[str, int] = field(default_factory=dict)  # base -> CRLF size
 
 
-def new_uidvalidity() -> int:
-    # seconds since the epoch, as dovecot: grows across re-creations
-    return max(1, int(time.time()) & 0xFFFFFFFF)
+def new_uidvalidity(maildir: Path) -> int:
+    """A UIDVALIDITY for a new (or re-created) mailbox of this Maildir++.
+
+    RFC 3501 2.3.1.1: a mailbox deleted and created again must not get
+    its old UIDVALIDITY back.  Seconds since the epoch, as dovecot, but
+    never less than one more than the last value given out in this user's
+    Maildir (kept in ``roost-uidvalidity`` at its root, as dovecot keeps
+    dovecot-uidvalidity), so two creations in one second differ too.
+    """
+    root = maildir.parent if maildir.name.startswith(".") else maildir
+    with _uidvalidity_lock:
+        last = 0
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            last = int((root / UIDVALIDITY).read_text("ascii").strip() or 0)
+        value = max(1, int(time.time()) & 0xFFFFFFFF, (last + 1) & 0xFFFFFFFF)
+        _write_atomic(root / UIDVALIDITY, f"{value}\n".encode("ascii"))
+    return value
 
 
 def read_uidlist(maildir: Path) -> UidList | None:

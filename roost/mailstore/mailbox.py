@@ -88,6 +88,7 @@ class Mailbox:
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
         self._derived: dict[tuple[int, str], bytes] = {}
         self.is_deleted = False
+        self.gone = ""  # "deleted" or "renamed" once is_deleted is set
 
     # --- reading the index (loop thread) -------------------------------
 
@@ -133,7 +134,7 @@ class Mailbox:
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
         if uidlist is None:
             uidlist = index.read_uidlist(self.path) or index.UidList(
-                index.new_uidvalidity(), 1
+                index.new_uidvalidity(self.path), 1
             )
         uidlist = index.UidList(
             uidlist.uidvalidity,
@@ -231,6 +232,14 @@ class Mailbox:
         ]
         self._forget(gone)
         self._notify(expunged=gone, appended=added, flags=flagged, origin=None)
+
+    def mark_gone(self, reason: str) -> None:
+        """The folder was deleted or renamed: this object is stale.  Every
+        view is woken so a session in IDLE can end (see imapd)."""
+        self.is_deleted = True
+        self.gone = reason
+        for view in self._views:
+            view.changed.set()
 
     # --- views -----------------------------------------------------------
 

@@ -101,11 +101,12 @@ class Mailstore:
             if not self._open[path]._views:
                 del self._open[path]
 
-    def forget(self, path: Path) -> None:
-        """Drop a folder that was deleted or renamed on disk."""
-        for key in [p for p in self._open if p == path or p.parent == path]:
-            self._open[key].is_deleted = True
-            del self._open[key]
+    def forget(self, path: Path, reason: str) -> None:
+        """Drop a folder that was deleted or renamed on disk; sessions that
+        have it selected learn it from ``Mailbox.gone``."""
+        mailbox = self._open.pop(path, None)
+        if mailbox is not None:
+            mailbox.mark_gone(reason)
 
 
 class UserStore:
@@ -197,18 +198,23 @@ class UserStore:
         fsync_dir(self.root)
 
     async def delete(self, name: str) -> None:
+        """Remove a mailbox and its messages.
+
+        RFC 3501 6.3.4: a mailbox with inferior names may be deleted; its
+        messages go and the name stays as ``\\Noselect``.  In Maildir++ the
+        children are sibling directories, so removing the folder's own
+        directory does exactly that: LIST then shows the name as an implied
+        ``\\Noselect \\HasChildren`` parent (dovecot does the same).  A
+        name that is already ``\\Noselect`` has no directory: NONEXISTENT.
+        """
         name = names.normalise(name)
         if name == names.INBOX:
             raise MailstoreError("CANNOT", "INBOX cannot be deleted")
         path = self.path_of(name)
         if not await self.exists(name):
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
-        children = await self._children(name)
-        if children:
-            # RFC 3501 6.3.4 would leave it \Noselect; Maildir++ cannot
-            raise MailstoreError("HASCHILDREN", "Mailbox has children")
-        self.store.forget(path)
         await asyncio.to_thread(self._remove_dir, path)
+        self.store.forget(path, "deleted")
 
     def _remove_dir(self, path: Path) -> None:
         trash = self.root / "tmp" / f"roost-deleted-{unique_name()}"
@@ -236,9 +242,11 @@ class UserStore:
         moves = [(old_path, new_path)]
         for child in await self._children(old):
             moves.append((self.path_of(child), self.path_of(new + child[len(old) :])))
-        for path, _target in moves:
-            self.store.forget(path)
-        await asyncio.to_thread(self._rename_dirs, moves)
+        try:
+            await asyncio.to_thread(self._rename_dirs, moves)
+        finally:
+            for path, _target in moves:  # stale even if only some moved
+                self.store.forget(path, "renamed")
 
     def _rename_dirs(self, moves: list[tuple[Path, Path]]) -> None:
         for source, target in moves:

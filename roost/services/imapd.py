@@ -84,6 +84,8 @@ IDLE_POLL_S = 2.0  # rescan for other programs' deliveries while idling
 # consecutive BAD replies before the session ends, as dovecot counts them
 MAX_BAD_COMMANDS = 20
 _TOO_MANY_ERRORS = b"* BYE Too many invalid commands\r\n"
+_MAILBOX_DELETED = b"* BYE Selected mailbox was deleted\r\n"
+_MAILBOX_RENAMED = b"* BYE Selected mailbox was renamed, please log in again\r\n"
 PERMANENT_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*"
 
 
@@ -235,6 +237,7 @@ class Session:
         """Run one command; False when the session must end."""
         handler = _HANDLERS[command.name]
         is_bad = False
+        await self._check_selected()
         try:
             text = await handler(self, command)
             await self._send_news(command)
@@ -268,8 +271,36 @@ class Session:
         uid = getattr(command, "uid", False)
         quiet = command.name in ("FETCH", "STORE", "SEARCH") and not uid
         if command.name in ("NOOP", "CHECK", "IDLE"):
-            await self.selected.mailbox.refresh()
+            await self.refresh_selected()
         self._send_view_changes(allow_expunge=not quiet)
+
+    async def refresh_selected(self) -> None:
+        """Rescan the selected mailbox; BYE if it is gone from disk."""
+        assert self.selected is not None
+        mailbox = self.selected.mailbox
+        try:
+            await mailbox.refresh()
+        except MailstoreError as error:
+            if error.code != "NONEXISTENT":
+                raise
+            mailbox.mark_gone(mailbox.gone or "deleted")  # by another program
+        await self._check_selected()
+
+    async def _check_selected(self) -> None:
+        """End the session when its selected mailbox was deleted or renamed
+        (by any session, this one included), as dovecot does: RFC 3501
+        leaves it open, and a view of a folder that is no longer there
+        could only give stale or wrong answers."""
+        if self.selected is None or not self.selected.mailbox.is_deleted:
+            return
+        gone = self.selected.mailbox.gone
+        self.close_mailbox()
+        self.core.close()
+        if gone == "renamed":
+            await self._write_quietly(_MAILBOX_RENAMED)
+        else:
+            await self._write_quietly(_MAILBOX_DELETED)
+        raise _SessionEnded
 
     def _send_view_changes(self, allow_expunge: bool) -> None:
         assert self.selected is not None
@@ -661,7 +692,7 @@ async def _idle_wait(s: Session) -> bytes:
         if time.monotonic() > deadline:
             raise IdleTimeout
         if s.selected is not None:
-            await s.selected.mailbox.refresh()
+            await s.refresh_selected()
             s._send_view_changes(allow_expunge=True)
             await s.flush()
 

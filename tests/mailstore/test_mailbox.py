@@ -150,13 +150,79 @@ def test_mailbox_errors(root: Path) -> None:
         assert info.value.code == "ALREADYEXISTS"
         with pytest.raises(MailstoreError) as info:
             await store.delete("A")
-        assert info.value.code in ("NONEXISTENT", "HASCHILDREN")
+        assert info.value.code == "NONEXISTENT"  # \\Noselect: nothing to delete
         await store.rename("A/B", "C/D")
         assert await store.exists("C/D")
         await store.rename("INBOX", "Old")
         assert await store.exists("INBOX")
 
     run(scenario())
+
+
+def test_delete_with_children_keeps_the_name_noselect(root: Path) -> None:
+    # RFC 3501 6.3.4: the messages go, the name stays as \Noselect
+    maildir = mailbox_path(root, "alice")
+
+    async def scenario() -> None:
+        store = Mailstore(root).user("alice")
+        await store.create("A")
+        await store.create("A/B")
+        parent = await store.mailbox("A")
+        await parent.append(b"Subject: p\n\nparent\n", frozenset(), None)
+        child = await store.mailbox("A/B")
+        await child.append(b"Subject: c\n\nchild\n", frozenset(), None)
+        view = parent.open_view(False)
+
+        await store.delete("A")
+        assert parent.is_deleted
+        assert parent.gone == "deleted"
+        assert view.changed.is_set()  # an IDLE session wakes up
+        listing = {f.name: f.attributes for f in await store.folders()}
+        assert listing["A"] == ("\\Noselect", "\\HasChildren")
+        assert listing["A/B"] == ("\\HasNoChildren",)
+        assert not (maildir / ".A").exists()
+        assert len((await store.mailbox("A/B")).uids) == 1
+        with pytest.raises(MailstoreError) as info:
+            await store.mailbox("A")
+        assert info.value.code == "NONEXISTENT"
+        with pytest.raises(MailstoreError) as info:
+            await store.delete("A")
+        assert info.value.code == "NONEXISTENT"
+
+        # RFC 3501 2.3.1.1: created again, it gets a new UIDVALIDITY
+        await store.create("A")
+        again = await store.mailbox("A")
+        assert again is not parent
+        assert again.uids == []
+        assert again.uidvalidity > parent.uidvalidity
+
+    run(scenario())
+
+
+def test_rename_marks_the_old_mailbox_gone(root: Path) -> None:
+    async def scenario() -> None:
+        store = Mailstore(root).user("alice")
+        await store.create("A")
+        await store.create("A/B")
+        parent = await store.mailbox("A")
+        child = await store.mailbox("A/B")
+        await child.append(b"Subject: c\n\nchild\n", frozenset(), None)
+        await store.rename("A", "Z")
+        assert (parent.gone, child.gone) == ("renamed", "renamed")
+        moved = await store.mailbox("Z/B")
+        assert moved.uidvalidity == child.uidvalidity  # the index moved along
+        assert len(moved.uids) == 1
+
+    run(scenario())
+
+
+def test_uidvalidity_grows_within_one_second(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    maildir.mkdir()
+    values = [index.new_uidvalidity(maildir / ".X") for _ in range(3)]
+    values.append(index.new_uidvalidity(maildir))
+    assert values == sorted(set(values))
+    assert (maildir / index.UIDVALIDITY).read_text() == f"{values[-1]}\n"
 
 
 @pytest.mark.parametrize(
