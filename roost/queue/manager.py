@@ -310,18 +310,29 @@ class QueueManager:
     async def deliver_message(self, queue_id: str) -> None:
         """Make one delivery attempt for queue_id (see the module note)."""
         if queue_id in self._active:
+            # an attempt or a postsuper operation has it: look again after
+            self._deferred.setdefault(queue_id, self.clock())
             return
         self._active.add(queue_id)
         try:
             await self._attempt(queue_id)
         finally:
-            self._active.discard(queue_id)
-            operation = self._pending_ops.pop(queue_id, None)
+            await self._release(queue_id)
+
+    async def _release(self, queue_id: str) -> None:
+        """End an attempt or operation on queue_id: apply the postsuper
+        operation that waited for it, then its schedule takes over."""
+        operation = self._pending_ops.pop(queue_id, None)
+        try:
             if operation is not None:
                 await self._apply(operation, queue_id)
+        finally:
+            self._active.discard(queue_id)
             when = self._deferred.get(queue_id)
             if when is not None:
                 self._schedule(queue_id, when)
+            if not self._queued and not self._active:
+                self._idle.set()
 
     async def _attempt(self, queue_id: str) -> None:
         try:
@@ -666,8 +677,14 @@ class QueueManager:
                 self._pending_ops[queue_id] = operation
                 count += 1
                 continue
-            if await self._apply(operation, queue_id):
-                count += 1
+            # Active while the files change: a worker that takes it from
+            # the ready queue meanwhile leaves it for afterwards.
+            self._active.add(queue_id)
+            try:
+                if await self._apply(operation, queue_id):
+                    count += 1
+            finally:
+                await self._release(queue_id)
         return count
 
     async def _apply(self, operation: str, queue_id: str) -> bool:

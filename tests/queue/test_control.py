@@ -127,3 +127,34 @@ def test_server_deletes_and_holds_maildrop_entries(tmp_path, caplog):
     assert f"{gone}: removed" in lines
     picked = [r.getMessage() for r in caplog.records if r.name == "roost.pickup"]
     assert picked == [f"{held}: uid=1000 from=<ann@example.org>"]
+
+
+def test_no_attempt_starts_while_postsuper_changes_a_message(tmp_path):
+    # the message waits in the ready queue; the attempt a worker would
+    # start while its files change is left for afterwards
+    rig = make_rig(tmp_path)
+
+    async def flow():
+        await rig.manager.start(workers=False)
+        try:
+            gone = await rig.spool.enqueue(envelope("alice@example.test"), MESSAGE)
+            held = await rig.spool.enqueue(envelope("bob@example.test"), MESSAGE)
+            for operation, queue_id in (("delete", gone), ("hold", held)):
+                changed, _ = await asyncio.gather(
+                    rig.manager.operate(operation, [queue_id]),
+                    rig.manager.deliver_message(queue_id),
+                )
+                assert changed == 1
+            assert rig.mailbox("alice") == []
+            assert rig.mailbox("bob") == []
+            assert await rig.manager.operate("release", [held]) == 1
+            await rig.manager.deliver_message(held)
+            return gone, held
+        finally:
+            await rig.manager.stop()
+
+    gone, held = asyncio.run(flow())
+    rig.spool.close()
+    assert rig.spool.queue_ids() == []
+    assert rig.mailbox("alice") == []
+    assert len(rig.mailbox("bob")) == 1
