@@ -354,12 +354,16 @@ class Spool:
             except OSError as exc:
                 sync_error = exc
         for job, result in results:
-            if isinstance(result, BaseException):
-                job.future.set_exception(result)
-            elif sync_error is not None:
-                job.future.set_exception(sync_error)
-            else:
-                job.future.set_result(result)
+            # The waiting session may have been cancelled (shutdown); its
+            # queue file stays and is delivered, as postfix does when the
+            # client vanishes after the data went to disk.
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if isinstance(result, BaseException):
+                    job.future.set_exception(result)
+                elif sync_error is not None:
+                    job.future.set_exception(sync_error)
+                else:
+                    job.future.set_result(result)
 
     def _sync_new_files(
         self, batch: list[_Job], results: list[tuple[_Job, str | BaseException]]
