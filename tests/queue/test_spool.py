@@ -123,3 +123,26 @@ def test_lock_is_exclusive(tmp_path):
     fd2 = spool.try_lock()
     assert fd2 is not None
     spool.unlock(fd2)
+
+
+def test_cancelled_enqueue_leaves_the_writer_running(tmp_path):
+    """A session cancelled at shutdown while its enqueue is in the writer
+    must not kill the writer thread: later enqueues still complete."""
+    spool = Spool(tmp_path / "q")
+
+    async def run() -> str:
+        tasks = [
+            asyncio.ensure_future(spool.enqueue(envelope(f"u{i}@x.test"), b"x\r\n"))
+            for i in range(50)
+        ]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return await spool.enqueue(envelope("last@x.test"), b"x\r\n")
+
+    try:
+        last = asyncio.run(asyncio.wait_for(run(), 60))
+    finally:
+        spool.close()
+    assert last in spool.queue_ids()
