@@ -21,9 +21,11 @@ import re
 
 from roost.delivery.dns import DnsError, to_ascii_domain
 
+# Patterns without nested repeats: linear in the field's length, however
+# the sender built its own Received fields.
 _ANGLE_ADDRESS = re.compile(r"<([^<>\s]*)>")
-_UTF8_FOR_CLAUSE = re.compile(r"\s*\bfor\s+<[^<>]*[^\x00-\x7f][^<>]*>", re.IGNORECASE)
-_UTF8_WORD = re.compile(r"[^\s()<>\[\];]*[^\x00-\x7f][^\s()<>\[\];]*")
+_FOR_CLAUSE = re.compile(r"\bfor\s+<([^<>]*)>", re.IGNORECASE)
+_WORD = re.compile(r"[^\s()<>\[\];]+")
 _RECEIVED = b"received:"
 
 
@@ -83,14 +85,26 @@ def _ascii_received(field: bytes) -> bytes:
     except UnicodeDecodeError:
         return field
     text = _ANGLE_ADDRESS.sub(lambda m: f"<{wire_address(m.group(1))}>", text)
-    text = _UTF8_FOR_CLAUSE.sub("", text)
-    text = _UTF8_WORD.sub(lambda m: _ascii_host(m.group(0)), text)
+    text = _without_utf8_for_clauses(text)
+    text = _WORD.sub(lambda m: _ascii_host(m.group(0)), text)
     return text.encode() if text.isascii() else field
+
+
+def _without_utf8_for_clauses(text: str) -> str:
+    # the clause goes with the white space (folding included) before it
+    kept: list[str] = []
+    start = 0
+    for found in _FOR_CLAUSE.finditer(text):
+        if found.group(1).isascii():
+            continue
+        kept.append(text[start : found.start()].rstrip())
+        start = found.end()
+    return "".join(kept) + text[start:]
 
 
 def _ascii_host(word: str) -> str:
     # host names have dots; a lone word is text (a comment), not a name
-    if "." not in word.strip("."):
+    if word.isascii() or "." not in word.strip("."):
         return word
     try:
         return to_ascii_domain(word)

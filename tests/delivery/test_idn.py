@@ -75,3 +75,18 @@ def test_utf8_addr_xtext() -> None:
         "jos\\x{E9}\\x{2B}x\\x{3D}y\\x{5C}z@x.test"
     )
     assert utf8_addr_xtext("δ@x.test") == "\\x{3B4}@x.test"
+
+
+def test_hostile_received_fields_stay_linear() -> None:
+    # a sender writes its own Received fields: long runs that made
+    # nested-repeat patterns quadratic must pass through in one scan
+    runs = [
+        "for " + " " * 200_000 + "<ü",
+        "a" * 200_000 + "ü",
+        "for <" + "ü" * 100_000,
+        " " * 200_000 + "for <a@b>",
+    ]
+    for run in runs:
+        field = f"Received: by mx {run}\r\n\r\n".encode()
+        out = ascii_trace(field)
+        assert out == field or out.isascii()
