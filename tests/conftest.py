@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -318,14 +318,23 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _make_server(root: Path, extra_config: dict[str, str] | None) -> RoostServer:
-    # free_port may hand out a port again once it is closed: keep distinct
+def free_ports(names: Iterable[str]) -> dict[str, int]:
+    """One distinct free port per name.
+
+    free_port may hand out a port again once it is closed, so each new one
+    is checked against those already taken.
+    """
     ports: dict[str, int] = {}
-    for name in (*LISTENERS, "closed_port"):
+    for name in names:
         port = free_port()
         while port in ports.values():
             port = free_port()
         ports[name] = port
+    return ports
+
+
+def _make_server(root: Path, extra_config: dict[str, str] | None) -> RoostServer:
+    ports = free_ports((*LISTENERS, "closed_port"))
     server = RoostServer(root=root, ports=ports, extra_config=extra_config or {})
     server.write_config()
     server.add_users()

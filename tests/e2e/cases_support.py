@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_ports
+
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
 HOSTNAME = "mx.example.test"
@@ -57,13 +59,6 @@ WAIT_TIMEOUT_S = 30.0
 READ_TIMEOUT_S = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def poll(
     predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_TIMEOUT_S
 ) -> None:
@@ -87,8 +82,9 @@ class CaseServer:
         self.root = Path(tempfile.mkdtemp(prefix="roost-cases-"))
         self.config_dir = self.root / "etc"
         self.data_dir = self.root / "data"
-        self.ports = {name: free_port() for name in LISTENERS}
-        self.closed_port = free_port()
+        ports = free_ports((*LISTENERS, "closed_port"))
+        self.closed_port = ports.pop("closed_port")
+        self.ports = ports
         self.extra = dict(extra or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.root / "serve.log"
