@@ -230,6 +230,7 @@ class Spool:
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._listeners: list[Callable[[str], None]] = []
+        self._message_listeners: list[Callable[[Envelope, bytes], None]] = []
         self._fsync_pool: concurrent.futures.ThreadPoolExecutor | None = None
         if create:
             self.ensure()
@@ -247,6 +248,12 @@ class Spool:
         """Call callback(queue_id) on the event loop after each enqueue."""
         self._listeners.append(callback)
 
+    def add_message_listener(self, callback: Callable[[Envelope, bytes], None]) -> None:
+        """Call callback(envelope, data) on the event loop after each
+        enqueue, before the queue-id listeners: the queue manager keeps
+        the message it is about to deliver instead of reading it back."""
+        self._message_listeners.append(callback)
+
     # -- the writer thread -------------------------------------------------
 
     async def enqueue(self, envelope: Envelope, data: bytes) -> str:
@@ -262,6 +269,8 @@ class Spool:
         if not envelope.size:
             envelope.size = len(data)
         queue_id = await self._submit(_Enqueue(envelope, data))
+        for message_callback in self._message_listeners:
+            message_callback(envelope, data)
         for callback in self._listeners:
             callback(queue_id)
         return queue_id
@@ -284,9 +293,12 @@ class Spool:
     async def remove(self, queue_id: str, *, durable: bool = True) -> None:
         """Remove a message; durable=False skips the directory fsync.
 
-        Without the fsync a crash may bring the message back; that is safe
-        only when every recipient can be checked for duplicates (local
-        mailboxes), so callers pass durable=True when any went elsewhere.
+        Without the fsync a crash may bring the message back (until the
+        next enqueue's directory fsync or the kernel's commit): local
+        copies are then found and not written twice, remote recipients
+        get a second copy.  The queue manager accepts that, as postfix
+        does (see roost/queue/manager.py); durable=True is for callers
+        that must not resend.
         """
         await self._submit(_Remove(queue_id, durable))
 

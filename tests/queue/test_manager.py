@@ -483,3 +483,56 @@ def _bad_request(spool):
     except ControlError as exc:
         return str(exc)
     return None
+
+
+def test_fresh_message_is_delivered_from_memory(tmp_path, monkeypatch):
+    """The first attempt of a message enqueued in this process uses the
+    bytes handed to enqueue; it never reads the queue file back."""
+    rig = make_rig(tmp_path)
+
+    def no_reads(queue_id):
+        raise AssertionError(f"queue file {queue_id} read back")
+
+    async def flow():
+        await started(rig)
+        queue_id = await rig.spool.enqueue(envelope("alice@example.test"), MESSAGE)
+        monkeypatch.setattr(rig.spool, "read", no_reads)
+        await rig.manager.deliver_message(queue_id)
+        await rig.manager.stop()
+        return queue_id
+
+    queue_id = run(flow())
+    rig.spool.close()
+    assert not rig.spool.exists(queue_id)
+    [copy] = rig.mailbox("alice")
+    assert copy.endswith(MESSAGE.replace(b"\r\n", b"\n"))
+
+
+def test_operated_message_is_read_from_its_files(tmp_path, monkeypatch):
+    """After postsuper touches a message (hold, release) the files are
+    the truth: the in-memory copy from enqueue is dropped."""
+    rig = make_rig(tmp_path)
+    reads = []
+    real_read = rig.spool.read
+
+    def counting_read(queue_id):
+        reads.append(queue_id)
+        return real_read(queue_id)
+
+    async def flow():
+        await started(rig)
+        queue_id = await rig.spool.enqueue(envelope("alice@example.test"), MESSAGE)
+        monkeypatch.setattr(rig.spool, "read", counting_read)
+        assert await rig.manager.operate("hold", [queue_id]) == 1
+        await rig.manager.deliver_message(queue_id)
+        assert rig.spool.exists(queue_id)
+        assert await rig.manager.operate("release", [queue_id]) == 1
+        await rig.manager.deliver_message(queue_id)
+        await rig.manager.stop()
+        return queue_id
+
+    queue_id = run(flow())
+    rig.spool.close()
+    assert reads == [queue_id, queue_id]
+    assert not rig.spool.exists(queue_id)
+    assert len(rig.mailbox("alice")) == 1
