@@ -15,8 +15,16 @@ drops an flock when its holder dies, so a crash leaves no stale lock.
 
 Sizes are those POP3 serves (CRLF line ends, a final CRLF added when
 missing; see `roost.protocols.pop3.stuffing`), computed from the file
-contents on first need and cached per process by Maildir and base name:
-a Maildir file never changes its contents under the same base name.
+contents on first need: the `,S=` in a name is the size on disk, and
+the CRLF size needs the line count too. A Maildir file never changes
+its contents under the same base name, so sizes are cached per process
+by Maildir and base name, and kept across restarts in
+`<Maildir>/roost-pop3.sizes` (as dovecot keeps them in its index), one
+`<size> <base name>` line each, written when a session learned new
+sizes or removed messages. It is only a cache: a file that is missing,
+torn or not ours is ignored (and rewritten), an entry smaller than the
+`,S=` of its name is not believed, and a message read whole for RETR
+gets the size of what was read.
 
 UIDLs are the Maildir base names (RFC 1939 §7: unique, never reused,
 stable across sessions), which delivery makes unique; a base name that
@@ -27,11 +35,13 @@ Every method here blocks on the disk: call them from a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import os
 import re
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,12 +52,18 @@ from roost.mailstore import maildir as md
 from roost.protocols.pop3.stuffing import served_size
 
 LOCK_FILE_NAME = "roost-pop3.lock"
+SIZES_FILE_NAME = "roost-pop3.sizes"
+_SIZES_HEADER = b"roost-pop3-sizes 1\n"
 # RFC 1939 §7: a unique-id is 1 to 70 octets in the range 0x21-0x7E.
 MAX_UIDL_CHARS = 70
 READ_CHUNK_BYTES = 64 * 1024
 _SIZE_CACHE_MAX = 200_000
+# A sizes file larger than this is not ours to read (about 1M messages).
+_SIZES_FILE_MAX = 64 * 1024 * 1024
 
 _DOVECOT_NAME = re.compile(r"(\d+)\.(?:M(\d+))?")
+_DISK_SIZE = re.compile(r",S=(\d+)")
+_UIDL_CHARS = re.compile(rf"[\x21-\x7e]{{1,{MAX_UIDL_CHARS}}}")
 _locked: set[str] = set()
 _locked_guard = threading.Lock()
 _size_cache: OrderedDict[tuple[str, str], int] = OrderedDict()
@@ -106,6 +122,10 @@ class Maildrop:
         self.messages = messages
         self._lock_fd: int | None = lock_fd
         self._key = str(maildir)
+        # The sizes file as read at open, to know whether to write it.
+        self._sizes_on_file: dict[str, int] = {}
+        self._is_committed = False
+        self._is_released = False
 
     # -- opening and closing -------------------------------------------
 
@@ -128,13 +148,22 @@ class Maildrop:
             if lock_fd is not None:
                 _release(maildir, lock_fd)
             raise
-        return cls(maildir, lock_fd, messages)
+        drop = cls(maildir, lock_fd, messages)
+        drop._load_sizes()
+        return drop
 
     def release(self) -> None:
-        """Drop the lock; safe to call more than once."""
-        if self._lock_fd is not None:
-            _release(self.maildir, self._lock_fd)
-            self._lock_fd = None
+        """Save newly learned sizes, drop the lock; safe to call more
+        than once."""
+        if self._is_released:
+            return
+        self._is_released = True
+        try:
+            self._save_sizes()
+        finally:
+            if self._lock_fd is not None:
+                _release(self.maildir, self._lock_fd)
+                self._lock_fd = None
 
     # -- the TRANSACTION state -----------------------------------------
 
@@ -153,6 +182,17 @@ class Maildrop:
     def live(self) -> list[tuple[int, DropMessage]]:
         """(number, message) for every message not marked deleted."""
         return [(n, m) for n, m in enumerate(self.messages, 1) if not m.is_deleted]
+
+    def known_sizes(self) -> list[tuple[int, int]] | None:
+        """(number, size) of every message not marked deleted, when all
+        sizes are known already (no disk); else None."""
+        sizes = []
+        for n, message in enumerate(self.messages, 1):
+            if not message.is_deleted:
+                if message.size is None:
+                    return None
+                sizes.append((n, message.size))
+        return sizes
 
     def stat(self) -> tuple[int, int]:
         """(count, octets) of the messages not marked deleted (RFC 1939 §5)."""
@@ -203,6 +243,44 @@ class Maildrop:
             return data, None
         return data, file
 
+    def learn_size(self, message: DropMessage, data: bytes) -> int:
+        """The served size of a message whose whole contents are `data`,
+        remembered as `size_of` does (replacing a cached size that was
+        wrong); no disk."""
+        size = served_size(data)
+        if message.size != size:
+            message.size = size
+            _remember_size((self._key, message.base), size)
+        return size
+
+    def read_ahead(
+        self,
+        messages: list[tuple[int, DropMessage]],
+        budget: int,
+    ) -> list[tuple[int, int, bytes]]:
+        """Read whole messages, in order, while they fit in `budget` bytes.
+
+        For RETR of a session that reads its maildrop in order: the
+        messages after the one asked for come in the same trip to the
+        disk. Returns (number, served size, contents) of each message
+        read; stops at the first that does not fit, and at one that
+        cannot be read (its own RETR then reports that).
+        """
+        found: list[tuple[int, int, bytes]] = []
+        for msg, message in messages:
+            try:
+                with self.open_message(message) as file:
+                    if os.fstat(file.fileno()).st_size > budget:
+                        break
+                    data = file.read(budget + 1)
+            except (OSError, MessageGone):
+                break
+            if len(data) > budget:
+                break
+            budget -= len(data)
+            found.append((msg, self.learn_size(message, data), data))
+        return found
+
     def delete(self, msg: int) -> None:
         """DELE: mark; MessageDeleted when already marked."""
         self.get(msg).is_deleted = True
@@ -225,16 +303,22 @@ class Maildrop:
         program removed already counts as removed.
         """
         deleted = failed = 0
+        changed = False
         for message in self.messages:
             if message.is_deleted:
+                changed = True
                 if self._unlink(message):
                     deleted += 1
                 else:
                     failed += 1
             elif message.is_retrieved:
-                self._mark_seen(message)
-        for sub in ("new", "cur"):
-            md.fsync_dir(self.maildir / sub)
+                changed |= self._mark_seen(message)
+        if changed:
+            # Nothing renamed or removed (a session that read only seen
+            # mail): no directory to make durable.
+            for sub in ("new", "cur"):
+                md.fsync_dir(self.maildir / sub)
+        self._is_committed = True
         return CommitResult(deleted, failed)
 
     def _unlink(self, message: DropMessage) -> bool:
@@ -249,18 +333,49 @@ class Maildrop:
                 return False
         return False
 
-    def _mark_seen(self, message: DropMessage) -> None:
+    def _mark_seen(self, message: DropMessage) -> bool:
+        """File as seen; True when renamed."""
         # Best effort: a concurrent IMAP session may rename it first; the
         # message then stays as that session left it.
         _, flags = md.parse_name(message.name)
         if message.subdir == "cur" and "S" in flags:
-            return
+            return False
         target = md.name_with_flags(message.base, flags + "S")
         try:
             os.rename(self._path(message), self.maildir / "cur" / target)
         except OSError:
-            return
+            return False
         message.subdir, message.name = "cur", target
+        return True
+
+    # -- the sizes file ---------------------------------------------------
+
+    def _load_sizes(self) -> None:
+        """Sizes from this process's cache, else from the sizes file."""
+        self._sizes_on_file = on_file = _read_sizes(self.maildir / SIZES_FILE_NAME)
+        with _size_cache_guard:
+            cached = [_size_cache.get((self._key, m.base)) for m in self.messages]
+        for message, size in zip(self.messages, cached, strict=True):
+            if size is None:
+                size = on_file.get(message.base)
+                # The served size is never below the size on disk.
+                if size is not None and size < _disk_size(message.base):
+                    size = None
+            message.size = size
+
+    def _save_sizes(self) -> None:
+        """Write the sizes file when it would change; errors are ignored
+        (it is a cache)."""
+        known = {
+            m.base: m.size
+            for m in self.messages
+            if m.size is not None and not (m.is_deleted and self._is_committed)
+        }
+        if known == self._sizes_on_file:
+            return
+        with contextlib.suppress(OSError):
+            _write_sizes(self.maildir / SIZES_FILE_NAME, known)
+        self._sizes_on_file = known
 
     # -- files ------------------------------------------------------------
 
@@ -349,10 +464,10 @@ class TopFilter:
 
 def uidl_for(base: str) -> str:
     """The RFC 1939 §7 unique-id of a message with this base name."""
-    raw = os.fsencode(base)
-    if 0 < len(raw) <= MAX_UIDL_CHARS and all(0x21 <= b <= 0x7E for b in raw):
+    # Printable ASCII only, so characters and octets are the same.
+    if _UIDL_CHARS.fullmatch(base):
         return base
-    return "H" + hashlib.sha256(raw).hexdigest()
+    return "H" + hashlib.sha256(os.fsencode(base)).hexdigest()
 
 
 def _snapshot(maildir: Path) -> list[DropMessage]:
@@ -379,6 +494,50 @@ def _order_key(entry: os.DirEntry[str]) -> tuple[int, int, str]:
         return int(match.group(1)), int(match.group(2) or 0), entry.name
     mtime_ns = entry.stat(follow_symlinks=False).st_mtime_ns
     return mtime_ns // 1_000_000_000, (mtime_ns // 1000) % 1_000_000, entry.name
+
+
+def _disk_size(base: str) -> int:
+    """The `,S=` size in a base name, 0 when there is none."""
+    match = _DISK_SIZE.search(base)
+    return int(match.group(1)) if match else 0
+
+
+def _read_sizes(path: Path) -> dict[str, int]:
+    """The sizes file's entries; {} when missing or not ours."""
+    try:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size > _SIZES_FILE_MAX:
+                return {}
+            data = file.read()
+    except OSError:
+        return {}
+    if not data.startswith(_SIZES_HEADER):
+        return {}
+    sizes: dict[str, int] = {}
+    # A torn last line (no LF) is left out.
+    for line in data[len(_SIZES_HEADER) :].split(b"\n")[:-1]:
+        size, sep, base = line.partition(b" ")
+        if sep and base and size.isdigit() and len(size) <= 15:
+            sizes[os.fsdecode(base)] = int(size)
+    return sizes
+
+
+def _write_sizes(path: Path, sizes: dict[str, int]) -> None:
+    """Replace the sizes file at once (a reader sees old or new)."""
+    lines = [_SIZES_HEADER]
+    for base, size in sizes.items():
+        raw = os.fsencode(base)
+        if b"\n" not in raw:
+            lines.append(b"%d %s\n" % (size, raw))
+    fd, tmp = tempfile.mkstemp(prefix=SIZES_FILE_NAME + ".", dir=path.parent)
+    try:
+        with open(fd, "wb") as file:
+            file.write(b"".join(lines))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _remember_size(key: tuple[str, str], size: int) -> None:

@@ -11,6 +11,15 @@ Disk work (the Maildir snapshot, sizes, reading messages, commit) runs
 in worker threads, never on the event loop. RETR and TOP stream the
 file in chunks through the dot-stuffer, so a large message costs only
 a chunk of memory.
+
+Read-ahead. A trip to a worker thread costs more than reading a small
+message, and clients mostly RETR 1, 2, 3, ... in order. So when a RETR
+follows the previous one in order, the same trip also reads the next
+messages, whole, up to a byte budget that doubles with each such trip
+(`AHEAD_FIRST_BYTES` to `AHEAD_MAX_BYTES`); their RETRs are then
+answered from memory. Only with the exclusive session lock: then no
+other POP3 session removes a message; a message another program
+removes after it was read ahead is served as if RETR had come first.
 """
 
 from __future__ import annotations
@@ -47,6 +56,11 @@ from roost.protocols.pop3 import (
 )
 
 log = logging.getLogger("roost.pop3d")
+
+# Read-ahead budget per trip to the disk, and most messages per trip.
+AHEAD_FIRST_BYTES = 32 * 1024
+AHEAD_MAX_BYTES = 256 * 1024
+AHEAD_MAX_MESSAGES = 128
 
 _DROP_ERRORS: dict[type[MaildropError], str] = {
     NoSuchMessage: "No such message",
@@ -111,6 +125,10 @@ class _Session:
         self.user: str | None = None
         self.sasl: sasl.Exchange | None = None
         self.counts = {"top": 0, "retr": 0, "retr_bytes": 0, "del": 0}
+        # Read ahead: number -> (served size, contents); see the module note.
+        self._ahead: dict[int, tuple[int, bytes]] = {}
+        self._ahead_budget = AHEAD_FIRST_BYTES
+        self._last_retr = 0
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "USER": self._on_user,
             "PASS": self._on_pass,
@@ -340,8 +358,18 @@ class _Session:
         return self.drop
 
     async def _on_stat(self, event: events.Stat) -> None:
-        count, octets = await asyncio.to_thread(self._maildrop().stat)
-        await self._reply(ok_line(f"{count} {octets}"))
+        sizes = await self._sizes()
+        octets = sum(size for _, size in sizes)
+        await self._reply(ok_line(f"{len(sizes)} {octets}"))
+
+    async def _sizes(self) -> list[tuple[int, int]]:
+        """(number, size) of the live messages; a trip to the disk only
+        when some size is not known yet (a fresh maildrop)."""
+        drop = self._maildrop()
+        sizes = drop.known_sizes()
+        if sizes is None:
+            sizes = await asyncio.to_thread(_listing, drop)
+        return sizes
 
     async def _on_list(self, event: events.List) -> None:
         drop = self._maildrop()
@@ -350,7 +378,7 @@ class _Session:
             size = await asyncio.to_thread(drop.size_of, message)
             await self._reply(ok_line(f"{event.msg} {size}"))
             return
-        sizes = await asyncio.to_thread(_listing, drop)
+        sizes = await self._sizes()
         octets = sum(size for _, size in sizes)
         first = ok_line(f"{len(sizes)} messages ({octets} octets)")
         lines = [b"%d %d" % pair for pair in sizes]
@@ -368,18 +396,51 @@ class _Session:
     async def _on_retr(self, event: events.Retr) -> None:
         drop = self._maildrop()
         message = drop.get(event.msg)
-        # One trip to a worker thread for a message of up to one chunk.
-        size, first, rest = await asyncio.to_thread(_start_retr, drop, message)
+        in_order = event.msg == self._last_retr + 1
+        self._last_retr = event.msg
+        rest: BinaryIO | None = None
+        ahead = self._ahead.pop(event.msg, None)
+        if ahead is not None:
+            size, first = ahead
+        else:
+            # One trip to a worker thread for a message of up to one
+            # chunk, and the next ones when reading in order.
+            following = self._following(event.msg) if in_order else []
+            budget = self._ahead_budget
+            size, first, rest, found = await asyncio.to_thread(
+                _start_retr, drop, message, following, budget
+            )
+            self._ahead = {msg: (n, data) for msg, n, data in found}
+            if in_order and found:
+                self._ahead_budget = min(2 * budget, AHEAD_MAX_BYTES)
+            elif not in_order:
+                self._ahead_budget = AHEAD_FIRST_BYTES
         status = ok_line(f"{size} octets")
         await self._stream(status, first, rest, None)
         drop.mark_retrieved(message)
         self.counts["retr"] += 1
         self.counts["retr_bytes"] += size
 
+    def _following(self, msg: int) -> list[tuple[int, DropMessage]]:
+        """The messages to read ahead after number `msg`."""
+        drop = self._maildrop()
+        if not self.service.lock_session:
+            return []
+        end = min(len(drop.messages), msg + AHEAD_MAX_MESSAGES)
+        return [
+            (n, drop.messages[n - 1])
+            for n in range(msg + 1, end + 1)
+            if not drop.messages[n - 1].is_deleted
+        ]
+
     async def _on_top(self, event: events.Top) -> None:
         drop = self._maildrop()
         message = drop.get(event.msg)
-        first, rest = await asyncio.to_thread(drop.start_read, message)
+        ahead = self._ahead.get(event.msg)
+        if ahead is not None:
+            first, rest = ahead[1], None
+        else:
+            first, rest = await asyncio.to_thread(drop.start_read, message)
         status = ok_line("Top of message follows")
         await self._stream(status, first, rest, TopFilter(event.lines))
         self.counts["top"] += 1
@@ -426,6 +487,7 @@ class _Session:
 
     async def _on_dele(self, event: events.Dele) -> None:
         self._maildrop().delete(event.msg)
+        self._ahead.pop(event.msg, None)
         await self._reply(ok_line(f"Message {event.msg} deleted"))
 
     async def _on_noop(self, event: events.Noop) -> None:
@@ -461,10 +523,15 @@ class _Session:
 def _start_retr(
     drop: Maildrop,
     message: DropMessage,
-) -> tuple[int, bytes, BinaryIO | None]:
-    size = drop.size_of(message)
+    following: list[tuple[int, DropMessage]],
+    budget: int,
+) -> tuple[int, bytes, BinaryIO | None, list[tuple[int, int, bytes]]]:
     first, rest = drop.start_read(message)
-    return size, first, rest
+    if rest is not None:
+        return drop.size_of(message), first, rest, []
+    # The whole message is read: its size needs no second read.
+    size = drop.learn_size(message, first)
+    return size, first, None, drop.read_ahead(following, budget)
 
 
 def _listing(drop: Maildrop) -> list[tuple[int, int]]:

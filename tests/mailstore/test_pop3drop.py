@@ -14,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roost.mailstore import maildir as md
+from roost.mailstore import pop3drop
 from roost.mailstore.pop3drop import (
     LOCK_FILE_NAME,
+    SIZES_FILE_NAME,
     Maildrop,
     MaildropInUse,
     MessageDeleted,
@@ -178,6 +180,33 @@ def test_commit_removes_marked_and_files_retrieved_as_seen(maildir: Path) -> Non
     assert os.listdir(maildir / "new") == [paths[0].name]
 
 
+def test_commit_syncs_directories_only_after_a_change(
+    maildir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drop_files(maildir, 2)
+    synced: list[Path] = []
+    monkeypatch.setattr(md, "fsync_dir", synced.append)
+    for expect in (2, 0):
+        # first: both filed as seen (renamed); then: already seen
+        drop = Maildrop.open(maildir)
+        try:
+            for message in drop.messages:
+                drop.mark_retrieved(message)
+            drop.commit()
+        finally:
+            drop.release()
+        assert len(synced) == expect
+        synced.clear()
+    drop = Maildrop.open(maildir)
+    try:
+        drop.delete(1)
+        assert drop.commit().deleted == 1
+    finally:
+        drop.release()
+    assert synced == [maildir.resolve() / "new", maildir.resolve() / "cur"]
+
+
 def test_release_without_commit_changes_nothing(maildir: Path) -> None:
     # RFC 1939 §6: no QUIT, no UPDATE state, nothing removed.
     drop_files(maildir, 2)
@@ -230,6 +259,130 @@ def test_expunged_message_is_gone_and_commit_still_succeeds(maildir: Path) -> No
             drop.open_message(drop.get(1))
         drop.delete(1)
         assert drop.commit().failed == 0
+    finally:
+        drop.release()
+
+
+def test_read_ahead_stops_at_the_budget_and_at_a_missing_file(maildir: Path) -> None:
+    md.ensure(maildir)
+    bodies = [b"Subject: %d\n\n" % n + b"x\n" * (10 * n) for n in range(6)]
+    paths = [md.deliver(maildir, body) for body in bodies]
+    drop = Maildrop.open(maildir)
+    try:
+        paths[4].unlink()  # expunged by another program since login
+        numbered = list(enumerate(drop.messages, 1))
+        budget = len(bodies[0]) + len(bodies[1])
+        found = drop.read_ahead(numbered, budget)
+        assert [(n, data) for n, _, data in found] == [(1, bodies[0]), (2, bodies[1])]
+        assert [size for _, size, _ in found] == [served_size(b) for b in bodies[:2]]
+        # sizes learned on the way need no second read
+        assert drop.messages[1].size == served_size(bodies[1])
+        # one byte short: message 1 alone does not fit, nothing is read
+        assert drop.read_ahead(numbered, len(bodies[0]) - 1) == []
+        found = drop.read_ahead(numbered[2:], 1 << 20)
+        assert [n for n, _, _ in found] == [3, 4]  # 5 is gone: stop there
+    finally:
+        drop.release()
+
+
+@pytest.fixture
+def new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No sizes cached in this process, as after a restart."""
+    monkeypatch.setattr(pop3drop, "_size_cache", type(pop3drop._size_cache)())
+
+
+def _no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Maildrop, message: object) -> bytes:
+        raise AssertionError("message file read for its size")
+
+    monkeypatch.setattr(Maildrop, "_read_all", refuse)
+
+
+def test_sizes_survive_a_restart_in_the_sizes_file(
+    maildir: Path,
+    new_process: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bodies = [b"Subject: %d\n\nline\n" % n + b"x" * n for n in range(5)]
+    md.ensure(maildir)
+    for body in bodies:
+        md.deliver(maildir, body)
+    drop = Maildrop.open(maildir)
+    expected = (5, sum(served_size(b) for b in bodies))
+    try:
+        assert drop.stat() == expected
+    finally:
+        drop.release()
+    assert (maildir / SIZES_FILE_NAME).read_bytes().startswith(b"roost-pop3-sizes")
+    monkeypatch.setattr(pop3drop, "_size_cache", type(pop3drop._size_cache)())
+    _no_reading(monkeypatch)
+    drop = Maildrop.open(maildir)
+    try:
+        assert drop.stat() == expected
+        drop.delete(2)
+        drop.commit()
+    finally:
+        drop.release()
+    # the removed message's entry went with it
+    lines = (maildir / SIZES_FILE_NAME).read_bytes().splitlines()
+    assert len(lines) == 1 + 4
+    assert md.deliver(maildir, b"new\n")  # not in the file: read for its size
+    monkeypatch.undo()
+    drop = Maildrop.open(maildir)
+    try:
+        assert drop.stat() == (5, expected[1] - served_size(bodies[1]) + 5)
+    finally:
+        drop.release()
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        b"",
+        b"not our file\n1 x\n",
+        b"roost-pop3-sizes 1\n5 BASE",  # torn: no LF after the entry
+        b"roost-pop3-sizes 1\n3 BASE\n",  # below the ,S= of its name
+        b"roost-pop3-sizes 1\nx BASE\n" + b"9" * 40 + b" BASE\n",
+    ],
+)
+def test_a_bad_sizes_file_is_not_believed(
+    maildir: Path,
+    new_process: None,
+    contents: bytes,
+) -> None:
+    md.ensure(maildir)
+    body = b"Subject: s\n\nbody\n"
+    path = md.deliver(maildir, body)
+    (maildir / SIZES_FILE_NAME).write_bytes(
+        contents.replace(b"BASE", path.name.encode())
+    )
+    drop = Maildrop.open(maildir)
+    try:
+        assert drop.stat() == (1, served_size(body))
+    finally:
+        drop.release()
+    # and it was replaced by a good one
+    line = f"{served_size(body)} {path.name}\n".encode()
+    assert (maildir / SIZES_FILE_NAME).read_bytes() == b"roost-pop3-sizes 1\n" + line
+
+
+def test_reading_a_message_corrects_a_wrong_cached_size(
+    maildir: Path,
+    new_process: None,
+) -> None:
+    md.ensure(maildir)
+    body = b"Subject: s\n\nbody\n"
+    path = md.deliver(maildir, body)
+    wrong = b"roost-pop3-sizes 1\n%d %s\n" % (len(body) + 50, path.name.encode())
+    (maildir / SIZES_FILE_NAME).write_bytes(wrong)
+    drop = Maildrop.open(maildir)
+    try:
+        message = drop.get(1)
+        assert drop.size_of(message) == len(body) + 50
+        data, rest = drop.start_read(message)
+        assert rest is None
+        assert drop.learn_size(message, data) == served_size(body)
+        assert drop.stat() == (1, served_size(body))
     finally:
         drop.release()
 

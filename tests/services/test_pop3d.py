@@ -939,10 +939,10 @@ def test_our_bug_is_sys_temp_and_session_goes_on(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(self: Maildrop) -> tuple[int, int]:
+    def broken(self: Maildrop) -> list[tuple[int, int]]:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(Maildrop, "stat", broken)
+    monkeypatch.setattr(Maildrop, "known_sizes", broken)
     script = [b"USER alice\r\nPASS pw\r\n", b"STAT\r\n", b"NOOP\r\nQUIT\r\n"]
     sent = run_fake(tmp_path, [*script, b""], loopback=True).split(b"\r\n")
     assert sent[3] == b"-ERR [SYS/TEMP] Internal error"
@@ -1015,3 +1015,92 @@ def test_off_loopback_login_works_after_stls(tmp_path: Path) -> None:
     assert b"USER" in lines
     assert b"STLS" not in lines
     assert b"+OK Logged in" in lines
+
+
+# ---------------------------------------------------------------------------
+# read-ahead of in-order RETRs
+
+
+def _counting_start_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = Maildrop.start_read
+
+    def counted(self: Maildrop, message: Any, *args: Any) -> Any:
+        calls.append(1)
+        return original(self, message, *args)
+
+    monkeypatch.setattr(Maildrop, "start_read", counted)
+    return calls
+
+
+def test_in_order_retr_reads_ahead_and_serves_the_same_bytes(
+    server: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(poplib, "_MAXLINE", 10_000)
+    messages = [
+        b"Subject: %d\n\n.dot line %d\n" % (n, n) + b"x" * (n * 97) for n in range(40)
+    ]
+    # bigger than any read-ahead budget: streamed from its file
+    messages[17] = b"Subject: big\n\n" + (b"y" * 5000 + b"\n.\n") * 70
+    messages[25] = b"Subject: no final newline\n\nlast"
+    for data in messages:
+        server.deliver(data)
+    calls = _counting_start_read(monkeypatch)
+    pop = server.client()
+    sizes = [int(line.split()[1]) for line in pop.list()[1]]
+    for n, data in enumerate(messages, 1):
+        _, lines, octets = pop.retr(n)
+        assert octets == sizes[n - 1] == len(crlf(data))
+        assert b"".join(line + b"\r\n" for line in lines) == crlf(data)
+    # a few trips to the disk, not one per message
+    assert 1 < len(calls) < len(messages) // 2
+    pop.quit()
+
+
+def test_read_ahead_message_deleted_reset_and_topped(
+    server: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for n in range(6):
+        server.deliver(b"Subject: %d\n\nline 1\nline 2\n" % n)
+    calls = _counting_start_read(monkeypatch)
+    pop = server.client()
+    assert pop.retr(1)[1][0] == b"Subject: 0"
+    assert len(calls) == 1
+    # 2..6 were read ahead with 1: TOP and RETR come from memory
+    assert pop.top(3, 1)[1] == [b"Subject: 2", b"", b"line 1"]
+    pop.dele(2)
+    with pytest.raises(poplib.error_proto, match="deleted"):
+        pop.retr(2)
+    pop.rset()
+    assert pop.retr(2)[1] == [b"Subject: 1", b"", b"line 1", b"line 2"]
+    assert pop.retr(3)[1][0] == b"Subject: 2"
+    assert pop.retr(6)[1][0] == b"Subject: 5"
+    assert len(calls) == 2  # RETR 2 after RSET went to the disk again
+    pop.quit()
+    server.wait_sessions()
+    # every retrieved message is filed as seen; none was deleted
+    assert len(os.listdir(server.maildir() / "cur")) == 4
+
+
+def test_no_read_ahead_when_sessions_share_the_maildrop(
+    tmp_path: Path,
+    users_file: Path,
+    tls_files: tuple[Path, Path],
+) -> None:
+    # Another session may remove the next message at any time: its RETR
+    # must then fail, not serve a copy read before (case 029).
+    with serving(tmp_path, users_file, tls_files, lock_session=False) as server:
+        for n in range(3):
+            server.deliver(b"Subject: %d\n\nx\n" % n)
+        e = server.client()
+        assert e.retr(1)[1][0] == b"Subject: 0"
+        d = server.client()
+        d.dele(2)
+        assert d.quit().startswith(b"+OK")
+        server.wait_sessions()
+        with pytest.raises(poplib.error_proto, match="no longer exists"):
+            e.retr(2)
+        assert e.retr(3)[1][0] == b"Subject: 2"
+        e.quit()
