@@ -31,15 +31,15 @@ thread per worker), not asyncio's default executor, so mailbox fsyncs
 never queue behind (or hold up) smtpd's lookups, and concurrent
 deliveries' fsyncs share the file system's journal commits.
 
-Removal after the last recipient is done unlinks the queue file without
-fsyncing the directory (as postfix's qmgr does); the next enqueue's
-directory fsync, or the kernel's own commit a few seconds later, makes
-it durable.  A crash before that brings the message back: local copies
-are then found in the Maildir and not written twice (the recovery check
-above), while remote recipients get the message a second time.  SMTP
-allows that (RFC 5321 6.1 asks for no loss, and receivers cope with
-duplicates); postfix makes the same trade, and an enqueue no longer
-waits for the previous message's directory fsync.
+Removal after the last recipient is done unlinks the queue file in the
+delivery pool, without fsyncing the directory (as postfix's qmgr does):
+the next enqueue's directory fsync, or the kernel's own commit a few
+seconds later, makes it durable, and an enqueue (in the spool's writer
+thread) never waits behind a removal.  A crash before that brings the
+message back: local copies are then found in the Maildir and not
+written twice (the recovery check above), while remote recipients get
+the message a second time.  SMTP allows that (RFC 5321 6.1 asks for no
+loss; receivers cope with duplicates), and postfix makes the same trade.
 """
 
 from __future__ import annotations
@@ -571,7 +571,13 @@ class QueueManager:
         await self._notify(envelope, data, succeeded, bounce.DELIVERED)
 
         if not pending:
-            await self.spool.remove(queue_id, durable=False)  # see the module note
+            # In this pool, not the spool's writer thread: a new message's
+            # enqueue never waits behind a removal.  No directory fsync:
+            # see the module note.
+            remove = functools.partial(
+                self.spool.remove_now, queue_id, fsync_directory=False
+            )
+            await self._in_pool(remove)
             self._unschedule(queue_id)
             log.info("%s: removed", queue_id)
             return

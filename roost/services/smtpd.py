@@ -67,6 +67,15 @@ TLS_UNAVAILABLE = r.Reply.of(454, "4.7.0", "TLS not available due to local probl
 QUEUE_WRITE_ERROR = r.Reply.of(451, "4.3.0", "Error: queue file write error")
 INTERNAL_ERROR = r.Reply.of(451, "4.3.0", "Error: internal error")
 
+# RCPT verdicts are remembered this long, so a repeated recipient check
+# (the same client, sender and recipient) needs no worker thread: the
+# users, alias and access files it reads are themselves re-checked for
+# changes about once a second (roost/delivery/aliases.py), so a change
+# takes effect as soon as it did before, give or take this.
+_VERDICT_TTL_S = 1.0
+_VERDICT_CACHE_MAX = 4096
+_VerdictKey = tuple[str, policy.DomainStatus | None, str, str, str, str, str]
+
 
 class SpoolLike(Protocol):
     def new_queue_id(self) -> str: ...
@@ -131,6 +140,7 @@ class SmtpService:
             rcpt_lists, "reject_unknown_recipient_domain"
         )
         self._per_client: Counter[str] = Counter()
+        self._verdicts: dict[_VerdictKey, tuple[float, policy.Verdict]] = {}
         if not policy.has_relay_guard(
             settings.smtpd_relay_restrictions, settings.smtpd_recipient_restrictions
         ):
@@ -138,6 +148,22 @@ class SmtpService:
                 "warning: no reject_unauth_destination in smtpd_relay_restrictions"
                 " or smtpd_recipient_restrictions; refusing relay for strangers"
             )
+
+    def cached_verdict(self, key: _VerdictKey) -> policy.Verdict | None:
+        """A recipient verdict decided less than _VERDICT_TTL_S ago."""
+        entry = self._verdicts.get(key)
+        if entry is None:
+            return None
+        decided, verdict = entry
+        if not 0 <= self.clock() - decided < _VERDICT_TTL_S:
+            del self._verdicts[key]
+            return None
+        return verdict
+
+    def remember_verdict(self, key: _VerdictKey, verdict: policy.Verdict) -> None:
+        if len(self._verdicts) >= _VERDICT_CACHE_MAX:
+            self._verdicts.clear()
+        self._verdicts[key] = (self.clock(), verdict)
 
     async def handle(self, conn: Connection) -> None:
         """Run one SMTP session on conn until QUIT, error or EOF."""
@@ -444,7 +470,19 @@ class _Session:
         status = None
         if self.service.checks_recipient_domain:
             status = await self._domain_status(address)
-        verdict = await asyncio.to_thread(self._judge_recipient, address, status)
+        key: _VerdictKey = (
+            address,
+            status,
+            self.conn.peer_ip,
+            self.client_hostname,
+            self.helo,
+            self.sasl_username,
+            self.mail_from,
+        )
+        verdict = self.service.cached_verdict(key)
+        if verdict is None:
+            verdict = await asyncio.to_thread(self._judge_recipient, address, status)
+            self.service.remember_verdict(key, verdict)
         if verdict.action is policy.Action.REJECT and verdict.reply is not None:
             reply = self._recipient_refusal(verdict, address)
             self._log_reject("RCPT", reply, address)

@@ -547,3 +547,38 @@ def test_idle_timeout_gets_421(tmp_path: Path) -> None:
         assert raw.reply() == (0, [])
     finally:
         srv.stop()
+
+
+def test_repeated_recipient_verdict_is_remembered_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same client, sender and recipient again within a second is
+    decided from memory (no worker thread); later it is looked up anew,
+    so a changed alias or user file takes effect."""
+    srv = start_server(tmp_path)
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(srv.service, "clock", lambda: now[0])
+    lookups: list[str] = []
+    resolve = srv.service.local_recipients.resolve
+
+    def counting(address: str) -> list[str] | None:
+        lookups.append(address)
+        return resolve(address)
+
+    monkeypatch.setattr(srv.service.local_recipients, "resolve", counting)
+    try:
+        raw = open_raw(srv)
+        assert raw.command(EHLO) == 250
+        for sender in (b"<a@example.org>", b"<a@example.org>", b"<b@example.org>"):
+            assert raw.command(b"MAIL FROM:" + sender) == 250
+            assert raw.command(b"RCPT TO:<alice@example.test>") == 250
+            assert raw.command(b"RCPT TO:<nobody@example.test>") == 550
+            assert raw.command(b"RSET") == 250
+        assert lookups == ["alice@example.test", "nobody@example.test"] * 2
+        now[0] += 1.5
+        assert raw.command(b"MAIL FROM:<a@example.org>") == 250
+        assert raw.command(b"RCPT TO:<nobody@example.test>") == 550
+        assert lookups[-1] == "nobody@example.test"
+        assert len(lookups) == 5
+    finally:
+        srv.stop()
