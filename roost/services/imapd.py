@@ -154,7 +154,8 @@ class Session:
         self.user: str | None = None
         self.store: UserStore | None = None
         self.selected: _Selected | None = None
-        self.bad_count = 0
+        self.bad_count = 0  # invalid commands in a row
+        self._core_bads_seen = (0, 0)
         self._out: list[bytes] = []
         self._read_task: asyncio.Task[bytes] | None = None
 
@@ -201,17 +202,24 @@ class Session:
     async def _flush_core(self) -> None:
         data = self.core.data_to_send()
         if data:
-            # the core answers only malformed commands (BAD), refused
-            # literals (NO) and continuations; a NO breaks a run of BADs
-            for line in data.splitlines():
-                if b" BAD " in line:
-                    self.bad_count += 1
-                elif b" NO " in line:
-                    self.bad_count = 0
+            self._count_core_bads()
             await self.conn.write(data)
             await self._check_bad_count()
         if self.core.is_closed:
             raise _SessionEnded  # the core's BYE (line too long) is written
+
+    def _count_core_bads(self) -> None:
+        """Add the BADs the core gave by itself to the run of invalid
+        commands.  Malformed literal counts do not count before login, as
+        in dovecot's login process (case 016: a client that gets them
+        wrong is answered BAD each time and may then log in); after
+        login they do, as in dovecot's imap process."""
+        seen_commands, seen_literals = self._core_bads_seen
+        new = self.core.bad_commands - seen_commands
+        if self.core.state is not State.NOT_AUTHENTICATED:
+            new += self.core.bad_literals - seen_literals
+        self._core_bads_seen = (self.core.bad_commands, self.core.bad_literals)
+        self.bad_count += new
 
     async def _check_bad_count(self) -> None:
         """RFC 3501 7.1.5: a server that gives up says BYE, then closes."""

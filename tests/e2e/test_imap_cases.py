@@ -373,15 +373,36 @@ def test_bad_commands_counted_only_in_a_row(imap_server: ImapServer) -> None:
             tag = f"r{round_}b{n}"
             assert tagged(raw.command(tag, "BOGUS")).startswith(f"{tag} BAD".encode())
         assert tagged(raw.command(f"r{round_}", "NOOP")).startswith(b"r")
+    for n in range(15):
+        assert tagged(raw.command(f"x{n}", "BOGUS")).startswith(f"x{n} BAD".encode())
     assert tagged(raw.command("n", "LOGIN nobody wrong")).startswith(b"n NO")
     for n in range(20):
-        # the core's own BADs (malformed literal) count as well
-        assert tagged(raw.command(f"c{n}", "NOOP {-1}")).startswith(
-            f"c{n} BAD".encode()
-        )
-    raw.send(b"last NOOP {-1}\r\n")
+        assert tagged(raw.command(f"y{n}", "BOGUS")).startswith(f"y{n} BAD".encode())
+    raw.send(b"last BOGUS\r\n")
     assert raw.read_line().startswith(b"last BAD")
     assert raw.read_line() == b"* BYE Too many invalid commands\r\n"
+    assert raw.sock.recv(10) == b""
+
+
+def test_bad_literal_counts_end_the_session_only_after_login(
+    imap_server: ImapServer,
+) -> None:
+    # case 016 / dovecot: before login a malformed literal count is
+    # answered BAD each time and not held against the client; after
+    # login it counts like any other invalid command
+    raw = imap_server.raw()
+    raw.send(b"".join(b"p%d NOOP {-%d}\r\n" % (n, n) for n in range(50)))
+    for n in range(50):
+        assert raw.read_line().startswith(b"p%d BAD" % n)
+    assert tagged(raw.command("l", "LOGIN alice alice-pass")).startswith(b"l OK")
+    raw.send(b"".join(b"c%d NOOP {-1}\r\n" % n for n in range(30)))
+    # what already arrived is answered, then the BYE
+    answered = 0
+    while (line := raw.read_line()).startswith(b"c%d BAD" % answered):
+        answered += 1
+    assert answered > 20
+    assert line == b"* BYE Too many invalid commands\r\n"
+    assert raw.buffer == b""
     assert raw.sock.recv(10) == b""
 
 

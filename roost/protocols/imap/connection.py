@@ -33,7 +33,7 @@ from roost.protocols.imap.commands import (
     parse_command,
     read_tag,
 )
-from roost.protocols.imap.errors import ImapError
+from roost.protocols.imap.errors import ImapError, Status
 from roost.protocols.imap.lexer import literal_at_end
 from roost.protocols.imap.state import LEGAL_STATES, State, is_legal
 
@@ -94,6 +94,10 @@ class ServerConnection:
         self._literal_left = 0
         self._literal = bytearray()
         self._discard_error: ImapError | None = None
+        # BAD replies the core gave, for the service's invalid-command
+        # limit: malformed commands, and malformed literal announcements
+        self.bad_commands = 0
+        self.bad_literals = 0
 
     # --- the three doors -------------------------------------------------
 
@@ -208,6 +212,8 @@ class ServerConnection:
         try:
             announced = literal_at_end(line)
         except ImapError as error:
+            if error.status is Status.BAD:
+                self.bad_literals += 1
             self._reject(error)
             return None
         if announced is None:
@@ -285,5 +291,7 @@ class ServerConnection:
                 raise ImapError.bad(text or "Unknown command")
             return build_command(tag_text, verb, uid, args)
         except ImapError as error:
+            if error.status is Status.BAD:
+                self.bad_commands += 1
             self._out += error.response(tag)
             return None
