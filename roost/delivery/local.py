@@ -36,6 +36,7 @@ from roost.config.settings import Settings
 from roost.delivery.aliases import AliasTable, alias_paths, split_values
 from roost.delivery.virtual import VirtualAliases, format_address
 from roost.mailstore import maildir
+from roost.mailstore.notify import notify_changed
 from roost.queue.envelope import Envelope
 from roost.queue.result import BOUNCED, DEFERRED, RecipientResult, format_delay
 
@@ -709,6 +710,7 @@ class LocalDelivery:
         except OSError as exc:
             reason = f"cannot write to mailbox of {user}: {exc.strerror or exc}"
             return RecipientResult.deferred(target.address, reason, _dsn_for(exc))
+        notify_changed(box)  # IMAP IDLE sessions hear of it now
         return RecipientResult.sent(target.address, "delivered to maildir")
 
     def _to_file(

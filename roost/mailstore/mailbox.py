@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -36,6 +37,8 @@ from roost.mailstore.maildir import (
 )
 from roost.protocols.imap.errors import ImapError
 from roost.protocols.imap.grammar import SequenceSet
+
+log = logging.getLogger("roost.imapd")
 
 PARSED_CACHE_ENTRIES = 64
 PARSED_CACHE_BYTES = 64 * 1024 * 1024
@@ -89,6 +92,8 @@ class Mailbox:
         self._derived: dict[tuple[int, str], bytes] = {}
         self.is_deleted = False
         self.gone = ""  # "deleted" or "renamed" once is_deleted is set
+        self._rescan_task: asyncio.Task[None] | None = None
+        self._rescan_again = False
 
     # --- reading the index (loop thread) -------------------------------
 
@@ -108,16 +113,43 @@ class Mailbox:
 
     # --- loading and rescanning -----------------------------------------
 
-    async def refresh(self) -> None:
-        """Pick up changes made by other programs (new/ drops, deletions)."""
-        async with self.lock:
-            await self._refresh_locked()
+    async def refresh(self, force: bool = False) -> None:
+        """Pick up changes made by other programs (new/ drops, deletions).
 
-    async def _refresh_locked(self) -> None:
+        Without ``force`` the directories are listed only when their
+        mtimes moved; ``force`` lists them anyway (a delivery we were told
+        of may fall in the same mtime tick as the last scan).
+        """
+        async with self.lock:
+            await self._refresh_locked(force)
+
+    def rescan_soon(self) -> None:
+        """Rescan in a task of its own, now: a delivery in this process
+        told us (``roost.mailstore.notify``).  Notices that arrive while a
+        rescan runs are folded into one more rescan."""
+        if not self._views or self.is_deleted:
+            return  # nobody to tell; the next SELECT or STATUS rescans
+        if self._rescan_task is not None and not self._rescan_task.done():
+            self._rescan_again = True
+            return
+        self._rescan_task = asyncio.ensure_future(self._rescan())
+
+    async def _rescan(self) -> None:
+        self._rescan_again = True
+        while self._rescan_again and not self.is_deleted:
+            self._rescan_again = False
+            try:
+                await self.refresh(force=True)
+            except (MailstoreError, OSError) as error:
+                # the sessions' own refresh reports it to their clients
+                log.debug("rescan of %s failed: %s", self.path, error)
+                return
+
+    async def _refresh_locked(self, force: bool = False) -> None:
         if self.is_deleted:
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
         stamp = await asyncio.to_thread(index.dir_stamp, self.path)
-        if self._uidlist is not None and stamp == self._stamp:
+        if self._uidlist is not None and stamp == self._stamp and not force:
             return
         known = dict(self._messages)
         uidlist = self._uidlist

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.mailstore import index, names
+from roost.mailstore import index, names, notify
 from roost.mailstore.errors import MailstoreError
 from roost.mailstore.mailbox import Mailbox
 from roost.mailstore.maildir import ensure, fsync_dir, mailbox_path, unique_name
@@ -80,12 +80,28 @@ class Mailstore:
     def __init__(self, mailbox_directory: Path) -> None:
         self.mailbox_directory = mailbox_directory
         self._open: OrderedDict[Path, Mailbox] = OrderedDict()
+        self._is_subscribed = False
+
+    def _subscribe(self) -> None:
+        # on the loop, at the first mailbox: before that nobody listens
+        if not self._is_subscribed:
+            notify.subscribe(self.changed, asyncio.get_running_loop())
+            self._is_subscribed = True
+
+    def changed(self, maildir: Path) -> None:
+        """A delivery in this process wrote into ``maildir`` (called on
+        the loop, by ``roost.mailstore.notify``): sessions that have it
+        open hear of it now, IDLE ones at once (RFC 2177)."""
+        mailbox = self._open.get(maildir)
+        if mailbox is not None:
+            mailbox.rescan_soon()
 
     def user(self, name: str) -> UserStore:
         return UserStore(self, mailbox_path(self.mailbox_directory, name))
 
     def mailbox_at(self, path: Path, name: str) -> Mailbox:
         """The shared Mailbox object of a folder directory."""
+        self._subscribe()
         mailbox = self._open.get(path)
         if mailbox is None or mailbox.is_deleted:
             mailbox = Mailbox(path, name)
