@@ -128,6 +128,7 @@ def test_any_split_gives_same_wire_and_consistent_size(
     )
     wire += stuffer.finish()
     assert wire == encode_message(data)
+    assert unstuff(wire) == to_crlf(data)
     assert len(unstuff(wire)) == served_size(data)
     # No line but the last one is a lone dot, for CRLF and LF readers.
     assert wire.split(b"\r\n").index(b".") == len(wire.split(b"\r\n")) - 2
