@@ -34,6 +34,7 @@ from roost.config import Settings
 from roost.mailstore import maildir as md
 from roost.mailstore.pop3drop import (
     READ_CHUNK_BYTES,
+    CommitResult,
     DropMessage,
     Maildrop,
     MaildropError,
@@ -344,8 +345,9 @@ class _Session:
         if self.core.state is not State.UPDATE or self.drop is None:
             await self._reply(ok_line("Bye"))
             return
-        # RFC 1939 §6: the UPDATE state removes the marked messages.
-        result = await asyncio.to_thread(self.drop.commit)
+        # RFC 1939 §6: the UPDATE state removes the marked messages. The
+        # lock goes before the reply, so a client may log in again at once.
+        result = await asyncio.to_thread(_commit_and_release, self.drop)
         self.counts["del"] = result.deleted
         if result.failed:
             raise Pop3Error("Some deleted messages not removed", RespCode.SYS_TEMP)
@@ -532,6 +534,13 @@ def _start_retr(
     # The whole message is read: its size needs no second read.
     size = drop.learn_size(message, first)
     return size, first, None, drop.read_ahead(following, budget)
+
+
+def _commit_and_release(drop: Maildrop) -> CommitResult:
+    try:
+        return drop.commit()
+    finally:
+        drop.release()
 
 
 def _listing(drop: Maildrop) -> list[tuple[int, int]]:

@@ -1104,3 +1104,26 @@ def test_no_read_ahead_when_sessions_share_the_maildrop(
             e.retr(2)
         assert e.retr(3)[1][0] == b"Subject: 2"
         e.quit()
+
+
+def test_quit_releases_the_maildrop_before_its_reply(
+    server: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client that logs in again right after QUIT's +OK must not get
+    # [IN-USE]: the lock (and the sizes file) are done before the reply.
+    released: list[str] = []
+    original = Maildrop.release
+
+    def recorded(self: Maildrop) -> None:
+        original(self)
+        released.append(self.maildir.name)
+
+    monkeypatch.setattr(Maildrop, "release", recorded)
+    server.deliver(b"Subject: x\n\nx\n")
+    for _ in range(3):
+        pop = server.client()
+        pop.retr(1)
+        assert pop.quit().startswith(b"+OK")
+        assert released
+        released.clear()
