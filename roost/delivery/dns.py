@@ -91,6 +91,41 @@ def _ip_literal(host: str) -> str | None:
         return None
 
 
+class LazyResolver:
+    """A dnspython resolver for `settings.dns_resolver`, made on first use.
+
+    Empty `dns_resolver` means the system's resolvers; reading
+    /etc/resolv.conf is blocking, so the resolver is built in a thread.
+    """
+
+    def __init__(
+        self, settings: ResolverSettings, lifetime_s: float | None = None
+    ) -> None:
+        self._servers = [parse_resolver(item) for item in settings.dns_resolver]
+        self._lifetime_s = lifetime_s
+        self._resolver: dns.asyncresolver.Resolver | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> dns.asyncresolver.Resolver:
+        async with self._lock:
+            if self._resolver is None:
+                self._resolver = await asyncio.to_thread(self._make)
+            return self._resolver
+
+    def _make(self) -> dns.asyncresolver.Resolver:
+        if not self._servers:
+            resolver = dns.asyncresolver.Resolver()
+        else:
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(address, port)
+                for address, port in self._servers
+            ]
+        if self._lifetime_s is not None:
+            resolver.lifetime = self._lifetime_s
+        return resolver
+
+
 class MxResolver:
     """MX and address lookups against the configured resolver.
 
@@ -107,29 +142,8 @@ class MxResolver:
         lifetime_s: float = DEFAULT_LIFETIME_S,
         rng: random.Random | None = None,
     ) -> None:
-        self._servers = [parse_resolver(item) for item in settings.dns_resolver]
-        self._lifetime_s = lifetime_s
+        self._resolver = LazyResolver(settings, lifetime_s)
         self._rng = rng or random.Random()  # noqa: S311 - MX order, not crypto
-        self._resolver: dns.asyncresolver.Resolver | None = None
-        self._lock = asyncio.Lock()
-
-    async def _get_resolver(self) -> dns.asyncresolver.Resolver:
-        async with self._lock:
-            if self._resolver is None:
-                self._resolver = await asyncio.to_thread(self._make_resolver)
-            return self._resolver
-
-    def _make_resolver(self) -> dns.asyncresolver.Resolver:
-        if not self._servers:
-            resolver = dns.asyncresolver.Resolver()
-        else:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(address, port)
-                for address, port in self._servers
-            ]
-        resolver.lifetime = self._lifetime_s
-        return resolver
 
     async def resolve_next_hops(self, domain: str) -> list[Host]:
         """The hosts that take mail for `domain`, in the order to try.
@@ -221,7 +235,7 @@ class MxResolver:
         self, name: str, rdtype: str, *, domain: str
     ) -> Sequence[dns.rdata.Rdata] | None:
         """The records, or None for NOERROR with no data (NODATA)."""
-        resolver = await self._get_resolver()
+        resolver = await self._resolver.get()
         qname = dns.name.from_text(name)
         try:
             answer = await resolver.resolve(qname, rdtype, search=False)

@@ -24,7 +24,6 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Sequence
-from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
@@ -34,7 +33,7 @@ import dns.rdata
 import dns.resolver
 import dns.reversename
 
-from roost.config import parse_resolver
+from roost.delivery.dns import LazyResolver, ResolverSettings
 from roost.protocols.smtp.grammar import is_domain
 from roost.services.policy import DomainStatus
 
@@ -46,11 +45,6 @@ UNKNOWN = "unknown"
 DOMAIN_LIFETIME_S = 10.0
 # Each of the two lookups of a client name: the greeting waits on them.
 PTR_LIFETIME_S = 3.0
-
-
-class ResolverSettings(Protocol):
-    @property
-    def dns_resolver(self) -> list[str]: ...
 
 
 class _Temporary(Exception):  # noqa: N818 (a condition, not an error)
@@ -67,35 +61,16 @@ class DnsChecks:
         domain_lifetime_s: float = DOMAIN_LIFETIME_S,
         ptr_lifetime_s: float = PTR_LIFETIME_S,
     ) -> None:
-        self._servers = [parse_resolver(item) for item in settings.dns_resolver]
+        self._resolver = LazyResolver(settings)
         self._domain_lifetime_s = domain_lifetime_s
         self._ptr_lifetime_s = ptr_lifetime_s
-        self._resolver: dns.asyncresolver.Resolver | None = None
-        self._lock = asyncio.Lock()
-
-    async def _get_resolver(self) -> dns.asyncresolver.Resolver:
-        async with self._lock:
-            if self._resolver is None:
-                # the system resolver reads /etc/resolv.conf: not on the loop
-                self._resolver = await asyncio.to_thread(self._make_resolver)
-            return self._resolver
-
-    def _make_resolver(self) -> dns.asyncresolver.Resolver:
-        if not self._servers:
-            return dns.asyncresolver.Resolver()
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(address, port)
-            for address, port in self._servers
-        ]
-        return resolver
 
     async def _query(
         self, name: dns.name.Name, rdtype: str, lifetime_s: float
     ) -> Sequence[dns.rdata.Rdata] | None:
         """The records; None for NXDOMAIN or no data; _Temporary when
         the resolver cannot say."""
-        resolver = await self._get_resolver()
+        resolver = await self._resolver.get()
         try:
             answer = await resolver.resolve(
                 name, rdtype, search=False, lifetime=lifetime_s
