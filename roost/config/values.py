@@ -350,7 +350,7 @@ _RESTRICTIONS = frozenset(
         "sleep",
     }
 )
-_RESTRICTIONS_WITH_ARGUMENT = frozenset(
+RESTRICTIONS_WITH_ARGUMENT = frozenset(
     {
         "check_client_access",
         "check_helo_access",
@@ -369,7 +369,7 @@ def _restrictions(text: str, ctx: Context) -> object:
     i = 0
     while i < len(items):
         word = items[i].lower()
-        if word in _RESTRICTIONS_WITH_ARGUMENT:
+        if word in RESTRICTIONS_WITH_ARGUMENT:
             if i + 1 >= len(items):
                 raise ValueError(f"{word} needs an argument")
             i += 2

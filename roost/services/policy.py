@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from roost.config.values import RESTRICTIONS_WITH_ARGUMENT
 from roost.protocols.smtp.grammar import canonical_domain
 from roost.protocols.smtp.reply import Reply
 
@@ -164,19 +165,6 @@ NULL_MX_RECIPIENT = Reply.of(556, "5.1.10", "Domain does not accept mail (nullMX
 _RELAY_GUARDS = frozenset(
     {"reject_unauth_destination", "defer_unauth_destination", "reject", "defer"}
 )
-# restrictions that take a table or value as the next word
-_WITH_ARGUMENT = frozenset(
-    {
-        "check_client_access",
-        "check_helo_access",
-        "check_sender_access",
-        "check_recipient_access",
-        "check_policy_service",
-        "reject_rbl_client",
-        "reject_rhsbl_sender",
-        "sleep",
-    }
-)
 
 Lookup = Callable[[str, Sequence[str]], str | None]
 
@@ -262,7 +250,7 @@ def evaluate(
     while i < len(restrictions):
         name = restrictions[i].lower()
         argument = ""
-        if name in _WITH_ARGUMENT and i + 1 < len(restrictions):
+        if name in RESTRICTIONS_WITH_ARGUMENT and i + 1 < len(restrictions):
             argument = restrictions[i + 1]
             i += 1
         i += 1
