@@ -506,8 +506,13 @@ class _Builder:
                 continue
             port = typed[_FIELD_OF[name]]
             if port in ports:
+                # blame the line that set a port, not the default it hit
+                other = ports[port]
+                culprit = other if name not in self.entries else name
+                if culprit not in self.entries:
+                    culprit = name
                 self.errors.append(
-                    f"{self.where(name)}: {name}: port {port} is also {ports[port]}"
+                    f"{self.where(culprit)}: {name}: port {port} is also {other}"
                 )
             ports[port] = name
 

@@ -406,3 +406,12 @@ def test_errors_carry_the_warnings_found_with_them() -> None:
     assert info.value.errors == [
         "main.cf:2: maximal_backoff_time must not be less than minimal_backoff_time"
     ]
+
+
+def test_port_clash_with_a_default_names_the_line_that_set_it() -> None:
+    """Found by Hypothesis: imap_port = 465 meets smtps_port's default."""
+    with pytest.raises(ConfigError) as info:
+        load_text("myhostname = mx.example.test\nimap_port = 465\n")
+    assert any(
+        e.startswith("main.cf:2:") and "port 465" in e for e in info.value.errors
+    )
