@@ -27,8 +27,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-from roost.mailstore.maildir import INFO_SEPARATOR, fsync_dir, parse_name
+from roost.mailstore.maildir import INFO_SEPARATOR, fsync_dir
 
 UIDLIST = "roost-uidlist"
 KEYWORDS = "roost-keywords"
@@ -166,8 +167,8 @@ def info_of_flags(flags: frozenset[str], other: str, keywords: list[str]) -> str
     return "".join(sorted(letters))
 
 
-@dataclass(frozen=True, slots=True)
-class FileEntry:
+class FileEntry(NamedTuple):
+    # a tuple, not a frozen dataclass: a rescan makes one per file
     subdir: str  # "new" or "cur"
     filename: str
     base: str
@@ -185,10 +186,11 @@ def list_messages(maildir: Path) -> dict[str, FileEntry]:
         for filename in names:
             if filename.startswith("."):
                 continue
-            base, info = parse_name(filename)
-            if INFO_SEPARATOR not in filename:
-                info = ""
-            found.setdefault(base, FileEntry(subdir, filename, base, info))
+            base, sep, info = filename.partition(INFO_SEPARATOR)
+            if not sep:
+                base = filename.split(":", 1)[0]
+            if base not in found:
+                found[base] = FileEntry(subdir, filename, base, info)
     return found
 
 

@@ -89,6 +89,7 @@ class Mailbox:
         self._parsed: OrderedDict[int, tuple[bytes, mime.Part]] = OrderedDict()
         self._parsed_bytes = 0
         self._headers: dict[int, list[tuple[str, bytes]]] = {}
+        self._header_index: dict[int, dict[str, list[bytes]]] = {}
         self._derived: dict[tuple[int, str], bytes] = {}
         self.is_deleted = False
         self.gone = ""  # "deleted" or "renamed" once is_deleted is set
@@ -148,20 +149,31 @@ class Mailbox:
     async def _refresh_locked(self, force: bool = False) -> None:
         if self.is_deleted:
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
-        stamp = await asyncio.to_thread(index.dir_stamp, self.path)
-        if self._uidlist is not None and stamp == self._stamp and not force:
-            return
-        known = dict(self._messages)
-        uidlist = self._uidlist
-        result = await asyncio.to_thread(self._scan, stamp, known, uidlist)
-        self._apply_scan(result)
+        known = self._messages  # the scan only reads it, in one thread hop
+        seen = self._stamp if self._uidlist is not None and not force else None
+        result = await asyncio.to_thread(
+            self._scan, seen, known, self._uidlist, self._keywords
+        )
+        if result is not None:
+            self._apply_scan(result)
 
     def _scan(
         self,
-        stamp: tuple[int, ...],
+        seen: tuple[int, ...] | None,
         known: dict[int, Message],
         uidlist: index.UidList | None,
-    ) -> _ScanResult:
+        old_keywords: list[str],
+    ) -> _ScanResult | None:
+        """List the Maildir and match files to UIDs; None when the
+        directories have not changed since the stamp ``seen``.
+
+        Messages whose file name did not change keep their ``Message``
+        object, so a rescan of a large mailbox costs two directory
+        listings and a dictionary lookup per file.
+        """
+        stamp = index.dir_stamp(self.path)
+        if stamp == seen:
+            return None
         if not (self.path / "cur").is_dir():
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
         if uidlist is None:
@@ -175,35 +187,60 @@ class Mailbox:
             dict(uidlist.sizes),
         )
         keywords = index.read_keywords(self.path)
+        same_keywords = keywords == old_keywords
         files = index.list_messages(self.path)
-        by_base = {m.base: m for m in known.values()}
         messages: dict[int, Message] = {}
         changed = False
 
-        for base in sorted(files, key=lambda b: (b not in uidlist.uids, b)):
-            entry = files[base]
+        new_bases: list[str] = []
+        for base, entry in files.items():
             uid = uidlist.uids.get(base)
             if uid is None:
-                uid = uidlist.uidnext
-                uidlist.uidnext += 1
-                uidlist.uids[base] = uid
-                changed = True
-            old = by_base.get(base)
+                new_bases.append(base)
+                continue
+            old = known.get(uid)
+            if old is not None and old.base != base:
+                old = None
+            if (
+                old is not None
+                and same_keywords
+                and old.filename == entry.filename
+                and old.subdir == entry.subdir
+            ):
+                messages[uid] = old
+                continue
             message = self._message_of(entry, uid, old, uidlist, keywords)
+            if message is not None:
+                changed |= self._remember_size(uidlist, message)
+                messages[uid] = message
+
+        # UIDs go to new files in name order, which is delivery order
+        for base in sorted(new_bases):
+            uid = uidlist.uidnext
+            message = self._message_of(files[base], uid, None, uidlist, keywords)
             if message is None:
                 continue
-            if base not in uidlist.sizes:
-                uidlist.sizes[base] = message.size
-                changed = True
+            uidlist.uidnext += 1
+            uidlist.uids[base] = uid
+            self._remember_size(uidlist, message)
             messages[uid] = message
-
-        for base in [b for b in uidlist.uids if b not in files]:
-            del uidlist.uids[base]
-            uidlist.sizes.pop(base, None)
             changed = True
+
+        if len(uidlist.uids) != len(messages):
+            for base in [b for b in uidlist.uids if b not in files]:
+                del uidlist.uids[base]
+                uidlist.sizes.pop(base, None)
+                changed = True
         if changed or not (self.path / index.UIDLIST).exists():
             index.write_uidlist(self.path, uidlist)
         return _ScanResult(uidlist, keywords, messages, stamp)
+
+    @staticmethod
+    def _remember_size(uidlist: index.UidList, message: Message) -> bool:
+        if message.base in uidlist.sizes:
+            return False
+        uidlist.sizes[message.base] = message.size
+        return True
 
     def _message_of(
         self,
@@ -229,7 +266,7 @@ class Mailbox:
             if size is None:
                 size = index.crlf_size_from_name(entry.base)
             if size is None:
-                size = len(mime.to_crlf(path.read_bytes()))
+                size = mime.crlf_size(path.read_bytes())
         except FileNotFoundError:
             return None
         return Message(
@@ -260,7 +297,9 @@ class Mailbox:
         flagged = [
             uid
             for uid, m in result.messages.items()
-            if uid in old and old[uid].flags != m.flags
+            if (was := old.get(uid)) is not None
+            and was is not m
+            and was.flags != m.flags
         ]
         self._forget(gone)
         self._notify(expunged=gone, appended=added, flags=flagged, origin=None)
@@ -312,7 +351,7 @@ class Mailbox:
             await self._refresh_locked()
             keywords = await self._with_keywords(flags)
             info = index.info_of_flags(flags, "", keywords)
-            size = len(mime.to_crlf(data))
+            size = mime.crlf_size(data)
             path = await asyncio.to_thread(self._deliver, data, info, internaldate)
             uid = self._add_file(path, size, internaldate)
             await self._save_uidlist()
@@ -464,6 +503,7 @@ class Mailbox:
         for uid in gone:
             self._messages.pop(uid, None)
             self._headers.pop(uid, None)
+            self._header_index.pop(uid, None)
             self._derived.pop((uid, "envelope"), None)
             with self._cache_lock:
                 entry = self._parsed.pop(uid, None)
@@ -560,6 +600,15 @@ class Mailbox:
                 self._parsed_bytes -= len(old)
         return entry
 
+    def served(self, message: Message) -> bytes:
+        """The message as served (CRLF), without parsing it; from the
+        parsed-message cache when it is there."""
+        with self._cache_lock:
+            hit = self._parsed.get(message.uid)
+        if hit is not None:
+            return hit[0]
+        return mime.to_crlf(self.read(message))
+
     def headers(self, message: Message) -> list[tuple[str, bytes]]:
         """The top-level header fields, cached for SEARCH and ENVELOPE."""
         cached = self._headers.get(message.uid)
@@ -571,6 +620,18 @@ class Mailbox:
         if len(self._headers) < HEADER_CACHE_ENTRIES:
             self._headers[message.uid] = fields
         return fields
+
+    def header_values(self, message: Message, name: str) -> list[bytes]:
+        """Raw values of the top-level fields called ``name`` (lower
+        case), from a per-message index kept beside the header cache."""
+        fields = self._header_index.get(message.uid)
+        if fields is None:
+            fields = {}
+            for key, value in self.headers(message):
+                fields.setdefault(key.lower(), []).append(value)
+            if len(self._header_index) < HEADER_CACHE_ENTRIES:
+                self._header_index[message.uid] = fields
+        return fields.get(name, [])
 
     def derived(
         self, message: Message, kind: str, compute: Callable[[], bytes]

@@ -110,6 +110,14 @@ class Mailstore:
         self._open.move_to_end(path)
         return mailbox
 
+    def open_mailbox(self, path: Path) -> Mailbox | None:
+        """The shared Mailbox of a folder if one is open, else None."""
+        mailbox = self._open.get(path)
+        if mailbox is None or mailbox.is_deleted:
+            return None
+        self._open.move_to_end(path)
+        return mailbox
+
     def _evict(self) -> None:
         for path in list(self._open):
             if len(self._open) <= MAX_OPEN_MAILBOXES:
@@ -142,6 +150,15 @@ class UserStore:
         """Open an existing mailbox (loaded and rescanned)."""
         name = names.normalise(name)
         path = self.path_of(name)
+        open_ = self.store.open_mailbox(path)
+        if open_ is not None:
+            try:
+                await open_.refresh()  # one thread hop when nothing changed
+                return open_
+            except MailstoreError as error:
+                if error.code != "NONEXISTENT":
+                    raise
+                self.store.forget(path, "deleted")  # removed by another program
         exists = await asyncio.to_thread((path / "cur").is_dir)
         if not exists:
             if name == names.INBOX:

@@ -796,19 +796,19 @@ async def _on_search(s: Session, cmd: Command) -> str:
     assert isinstance(cmd, Search)
     selected = s.require_selected()
     view = selected.view
-    candidates = [
-        (seq, uid, selected.mailbox.get(uid)) for seq, uid in enumerate(view.uids, 1)
-    ]
-    largest_uid = view.uids[-1] if view.uids else 0
-    found = await asyncio.to_thread(
-        _search_all, selected.mailbox, view, cmd, candidates, largest_uid
-    )
+    # the session's numbering as it stands now; the walk runs in a thread
+    uids, recent = list(view.uids), set(view.recent)
+    found = await asyncio.to_thread(_search_all, selected.mailbox, cmd, uids, recent)
     numbers = " ".join(str(n) for n in found)
     s.send(f"* SEARCH{' ' if numbers else ''}{numbers}\r\n".encode("ascii"))
     return f"OK {'UID ' if cmd.uid else ''}SEARCH completed"
 
 
 class _Candidate:
+    """One message as search.matches sees it; slow parts on demand."""
+
+    __slots__ = ("_mailbox", "_message", "seq", "uid", "flags", "is_recent", "size")
+
     def __init__(self, mailbox: Mailbox, seq: int, message: Message, recent: bool):
         self._mailbox = mailbox
         self._message = message
@@ -817,28 +817,32 @@ class _Candidate:
         self.flags = message.flags
         self.is_recent = recent
         self.size = message.size
-        self.internaldate = _internal_datetime(message)
+
+    @property
+    def internaldate(self) -> dt.datetime:
+        return _internal_datetime(self._message)
 
     def headers(self) -> list[tuple[str, bytes]]:
         return self._mailbox.headers(self._message)
+
+    def header_values(self, name: str) -> list[bytes]:
+        return self._mailbox.header_values(self._message, name)
 
     def message(self) -> tuple[bytes, mime.Part]:
         return self._mailbox.parsed(self._message)
 
 
 def _search_all(
-    mailbox: Mailbox,
-    view: MailboxView,
-    cmd: Search,
-    candidates: list[tuple[int, int, Message | None]],
-    largest_uid: int,
+    mailbox: Mailbox, cmd: Search, uids: list[int], recent: set[int]
 ) -> list[int]:
     found: list[int] = []
-    largest_seq = len(candidates)
-    for seq, uid, message in candidates:
+    largest_seq = len(uids)
+    largest_uid = uids[-1] if uids else 0
+    for seq, uid in enumerate(uids, 1):
+        message = mailbox.get(uid)
         if message is None:
             continue  # expunged by another session: cannot match
-        candidate = _Candidate(mailbox, seq, message, uid in view.recent)
+        candidate = _Candidate(mailbox, seq, message, uid in recent)
         try:
             hit = search_eval.matches(cmd.key, candidate, largest_seq, largest_uid)
         except MailstoreError:
@@ -951,9 +955,17 @@ class _LazyMessage:
     def __init__(self, mailbox: Mailbox, message: Message) -> None:
         self.mailbox = mailbox
         self.message = message
+        self._top: tuple[bytes, mime.Part] | None = None
 
     def parsed(self) -> tuple[bytes, mime.Part]:
         return self.mailbox.parsed(self.message)
+
+    def top_level(self) -> tuple[bytes, mime.Part]:
+        """The octets and the message as one entity (no MIME walk)."""
+        if self._top is None:
+            data = self.mailbox.served(self.message)
+            self._top = (data, mime.top_level(data))
+        return self._top
 
     def envelope(self) -> bytes:
         def compute() -> bytes:
@@ -977,11 +989,15 @@ def _fetch_item(
         return b"RFC822.SIZE %d" % message.size
     if name == "ENVELOPE":
         return b"ENVELOPE " + lazy.envelope()
-    data, root = lazy.parsed()
     if name == "BODYSTRUCTURE":
+        data, root = lazy.parsed()
         return b"BODYSTRUCTURE " + fetch_items.body_structure(data, root, True)
     if name == "BODY" and att.section is None:
+        data, root = lazy.parsed()
         return b"BODY " + fetch_items.body_structure(data, root, False)
+    # sections of the message itself need no MIME walk (BODY.PEEK[] most)
+    top = name in _RFC822_SECTIONS or (att.section is not None and not att.section.part)
+    data, root = lazy.top_level() if top else lazy.parsed()
     if name in _RFC822_SECTIONS:
         section = Section((), _RFC822_SECTIONS[name])
         content = fetch_items.section_bytes(data, root, section)

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from roost.mailstore import mime
 
 
 def test_to_crlf_and_back() -> None:
     assert mime.to_crlf(b"a\nb\r\nc") == b"a\r\nb\r\nc"
     assert mime.to_lf(b"a\r\nb\rc\r\n") == b"a\nb\rc\n"
+    # a bare CR stays; CR CR LF keeps its first CR (case 026)
+    assert mime.to_crlf(b"a\rb\r\r\nc\n\r") == b"a\rb\r\r\nc\r\n\r"
+
+
+@given(
+    st.binary(max_size=200)
+    | st.lists(st.sampled_from([b"\r", b"\n", b"x"])).map(b"".join)
+)
+def test_to_crlf_is_the_line_end_rule(data: bytes) -> None:
+    # the rule as one regular expression: every LF, with the CR before
+    # it if any, becomes CRLF; the fast form must give the same octets
+    expected = re.sub(rb"\r?\n", b"\r\n", data)
+    assert mime.to_crlf(data) == expected
+    assert mime.crlf_size(data) == len(expected)
 
 
 def test_nested_message_rfc822() -> None:
@@ -73,3 +92,17 @@ def test_body_lines_count_last_line_without_newline() -> None:
     data = b"Subject: x\r\n\r\na\r\nb"
     root = mime.parse(data)
     assert mime.body_lines(data, root) == 2
+
+
+@given(
+    st.binary(max_size=300)
+    | st.lists(st.sampled_from([b"\r\n", b"a: b", b"\n", b"x"])).map(b"".join)
+)
+def test_top_level_has_the_offsets_of_the_parsed_root(data: bytes) -> None:
+    # BODY[], BODY[HEADER], BODY[TEXT] are served from top_level (no MIME walk)
+    top, root = mime.top_level(data), mime.parse(data)
+    assert (top.start, top.body_start, top.end) == (
+        root.start,
+        root.body_start,
+        root.end,
+    )

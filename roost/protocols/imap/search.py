@@ -42,9 +42,15 @@ class Candidate(typing.Protocol):
     flags: frozenset[str]
     is_recent: bool
     size: int
-    internaldate: dt.datetime
+
+    @property
+    def internaldate(self) -> dt.datetime: ...
 
     def headers(self) -> list[tuple[str, bytes]]: ...
+
+    def header_values(self, name: str) -> list[bytes]:
+        """Raw values of the top-level fields called ``name`` (lower case)."""
+        ...
 
     def message(self) -> tuple[bytes, mime.Part]: ...
 
@@ -135,16 +141,14 @@ def _text_match(op: str, args: tuple[object, ...], msg: Candidate) -> bool:
 
 
 def _sent_date(msg: Candidate) -> dt.date | None:
-    for name, value in msg.headers():
-        if name.lower() == "date":
-            try:
-                parsed = email.utils.parsedate_to_datetime(
-                    value.decode("ascii", "replace")
-                )
-            except (TypeError, ValueError, IndexError):
-                return None
-            return parsed.date() if parsed else None
-    return None
+    values = msg.header_values("date")
+    if not values:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(values[0].decode("ascii", "replace"))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.date() if parsed else None
 
 
 def decode_header_value(raw: bytes) -> str:
@@ -169,12 +173,11 @@ def decode_header_value(raw: bytes) -> str:
 
 
 def _header_contains(msg: Candidate, name: str, value: str) -> bool:
-    wanted = name.lower()
     needle = value.casefold()
-    for key, raw in msg.headers():
-        if key.lower() == wanted and needle in decode_header_value(raw).casefold():
-            return True
-    return False
+    return any(
+        needle in decode_header_value(raw).casefold()
+        for raw in msg.header_values(name.lower())
+    )
 
 
 def _contains_header_text(headers: list[tuple[str, bytes]], needle: str) -> bool:
