@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from roost.mailstore import index, mime
+from roost.mailstore import cache, index, mime
 from roost.mailstore.errors import MailstoreError
 from roost.mailstore.maildir import (
     INFO_SEPARATOR,
@@ -214,7 +214,7 @@ class Mailbox:
                 changed |= self._remember_size(uidlist, message)
                 messages[uid] = message
 
-        # UIDs go to new files in name order, which is delivery order
+        # UIDs go to new files in name order: by the second of delivery
         for base in sorted(new_bases):
             uid = uidlist.uidnext
             message = self._message_of(files[base], uid, None, uidlist, keywords)
@@ -259,14 +259,16 @@ class Mailbox:
                 flags=flags,
                 other=other,
             )
-        path = self.path / entry.subdir / entry.filename
+        # a string path: pathlib's joins cost more than the stat itself
+        path = f"{self.path}/{entry.subdir}/{entry.filename}"
         try:
             mtime = os.stat(path).st_mtime
             size = uidlist.sizes.get(entry.base)
             if size is None:
                 size = index.crlf_size_from_name(entry.base)
             if size is None:
-                size = mime.crlf_size(path.read_bytes())
+                with open(path, "rb") as file:
+                    size = mime.crlf_size(file.read())
         except FileNotFoundError:
             return None
         return Message(
@@ -501,7 +503,9 @@ class Mailbox:
     def _forget(self, uids: list[int]) -> None:
         gone = set(uids)
         for uid in gone:
-            self._messages.pop(uid, None)
+            message = self._messages.pop(uid, None)
+            if message is not None:
+                cache.SERVED.discard((self.path, message.base))
             self._headers.pop(uid, None)
             self._header_index.pop(uid, None)
             self._derived.pop((uid, "envelope"), None)
@@ -567,27 +571,28 @@ class Mailbox:
                 return path.read_bytes()
         raise MailstoreError("EXPUNGEISSUED", "Message was expunged")
 
-    def _read_head(self, message: Message) -> bytes:
-        """The start of a message, enough to hold its header as a rule."""
+    def _read_head(self, message: Message) -> tuple[bytes, bool]:
+        """The start of a message, enough to hold its header as a rule,
+        and whether that is the whole message."""
         for _attempt in range(3):
             path = self._locate(message)
             if path is None:
                 break
             with contextlib.suppress(FileNotFoundError), path.open("rb") as file:
                 head = file.read(HEAD_BYTES)
+                if len(head) < HEAD_BYTES:
+                    return head, True
                 if b"\n\n" in head or b"\r\n\r\n" in head:
-                    return head
-                return head + file.read()
+                    return head, False
+                return head + file.read(), True
         raise MailstoreError("EXPUNGEISSUED", "Message was expunged")
 
     def parsed(self, message: Message) -> tuple[bytes, mime.Part]:
         """The message as served (CRLF) and its MIME tree, cached."""
-        with self._cache_lock:
-            hit = self._parsed.get(message.uid)
-            if hit is not None:
-                self._parsed.move_to_end(message.uid)
-                return hit
-        data = mime.to_crlf(self.read(message))
+        hit = self.cached_parsed(message)
+        if hit is not None:
+            return hit
+        data = self.served(message)
         entry = (data, mime.parse(data))
         with self._cache_lock:
             self._parsed[message.uid] = entry
@@ -601,20 +606,43 @@ class Mailbox:
         return entry
 
     def served(self, message: Message) -> bytes:
-        """The message as served (CRLF), without parsing it; from the
-        parsed-message cache when it is there."""
+        """The message as served (CRLF), without parsing it; from memory
+        when it is there (see ``roost.mailstore.cache``)."""
+        data = self.cached_served(message)
+        if data is None:
+            data = mime.to_crlf(self.read(message))
+            cache.SERVED.put((self.path, message.base), data)
+        return data
+
+    # --- the same, from memory only (the loop may call these) ------------
+
+    def cached_parsed(self, message: Message) -> tuple[bytes, mime.Part] | None:
+        with self._cache_lock:
+            hit = self._parsed.get(message.uid)
+            if hit is not None:
+                self._parsed.move_to_end(message.uid)
+            return hit
+
+    def cached_served(self, message: Message) -> bytes | None:
         with self._cache_lock:
             hit = self._parsed.get(message.uid)
         if hit is not None:
             return hit[0]
-        return mime.to_crlf(self.read(message))
+        return cache.SERVED.get((self.path, message.base))
+
+    def cached_derived(self, message: Message, kind: str) -> bytes | None:
+        return self._derived.get((message.uid, kind))
 
     def headers(self, message: Message) -> list[tuple[str, bytes]]:
         """The top-level header fields, cached for SEARCH and ENVELOPE."""
         cached = self._headers.get(message.uid)
         if cached is not None:
             return cached
-        data = mime.to_crlf(self._read_head(message))
+        head, is_whole = self._read_head(message)
+        data = mime.to_crlf(head)
+        if is_whole:
+            # a small message was read whole: BODY[] needs no disk later
+            cache.SERVED.put((self.path, message.base), data)
         end = _header_length(data)
         fields = mime.parse_headers(data[:end])
         if len(self._headers) < HEADER_CACHE_ENTRIES:

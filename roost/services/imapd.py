@@ -878,18 +878,24 @@ async def _on_fetch(s: Session, cmd: Command) -> str:
         if unseen:
             await selected.mailbox.store(unseen, "+", frozenset({"\\Seen"}), view)
     missing = False
-    for batch in _batches(selected.mailbox, uids):
+    batches = _batches(selected.mailbox, uids)
+    for number, batch in enumerate(batches, 1):
         work = [
             (view.seq_of(u) or 0, u, selected.mailbox.get(u), u in view.recent)
             for u in batch
         ]
-        lines, gone = await asyncio.to_thread(
-            _render_fetch, selected.mailbox, cmd, work, sets_seen
-        )
+        try:
+            # all in memory (flags, cached ENVELOPE or octets): no thread hop
+            lines, gone = _render_fetch(selected.mailbox, cmd, work, sets_seen, True)
+        except _NotInMemory:
+            lines, gone = await asyncio.to_thread(
+                _render_fetch, selected.mailbox, cmd, work, sets_seen, False
+            )
         missing |= gone
         for line in lines:
             s.send(line)
-        await s.flush()
+        if number < len(batches):
+            await s.flush()  # the last batch leaves with the tagged reply
     if missing:
         # RFC 2180 4.1.2 / RFC 5530: another session expunged some of them
         raise ImapError.no("Some messages were expunged", "EXPUNGEISSUED")
@@ -912,12 +918,19 @@ def _batches(mailbox: Mailbox, uids: list[int]) -> list[list[int]]:
     return batches
 
 
+class _NotInMemory(Exception):  # noqa: N818 (reads as the condition)
+    """A memory-only FETCH rendering met data that must be read from disk."""
+
+
 def _render_fetch(
     mailbox: Mailbox,
     cmd: Fetch,
     work: list[tuple[int, int, Message | None, bool]],
     sets_seen: bool,
+    memory_only: bool,
 ) -> tuple[list[bytes], bool]:
+    """The FETCH responses of a batch.  With ``memory_only`` nothing is
+    read from disk (the loop calls it so): ``_NotInMemory`` instead."""
     lines: list[bytes] = []
     missing = False
     for seq, _uid, message, recent in work:
@@ -925,7 +938,9 @@ def _render_fetch(
             missing = True
             continue
         try:
-            items = _fetch_items(mailbox, cmd.items, message, recent, sets_seen)
+            items = _fetch_items(
+                mailbox, cmd.items, message, recent, sets_seen, memory_only
+            )
         except MailstoreError:
             missing = True
             continue
@@ -939,9 +954,10 @@ def _fetch_items(
     message: Message,
     recent: bool,
     seen_set: bool,
+    memory_only: bool,
 ) -> list[bytes]:
     current = mailbox.get(message.uid) or message
-    lazy = _LazyMessage(mailbox, current)
+    lazy = _LazyMessage(mailbox, current, memory_only)
     items = [_fetch_item(att, current, recent, lazy) for att in atts]
     if seen_set and not any(att.name == "FLAGS" for att in atts):
         # the implicit \Seen is reported, as RFC 3501 6.4.5 expects
@@ -950,24 +966,43 @@ def _fetch_items(
 
 
 class _LazyMessage:
-    """Reads and parses a message only when an item needs its octets."""
+    """Reads and parses a message only when an item needs its octets;
+    with ``memory_only`` it takes them from the caches or raises
+    ``_NotInMemory``."""
 
-    def __init__(self, mailbox: Mailbox, message: Message) -> None:
+    def __init__(self, mailbox: Mailbox, message: Message, memory_only: bool):
         self.mailbox = mailbox
         self.message = message
+        self.memory_only = memory_only
         self._top: tuple[bytes, mime.Part] | None = None
 
     def parsed(self) -> tuple[bytes, mime.Part]:
-        return self.mailbox.parsed(self.message)
+        if not self.memory_only:
+            return self.mailbox.parsed(self.message)
+        hit = self.mailbox.cached_parsed(self.message)
+        if hit is None:
+            raise _NotInMemory
+        return hit
 
     def top_level(self) -> tuple[bytes, mime.Part]:
         """The octets and the message as one entity (no MIME walk)."""
         if self._top is None:
-            data = self.mailbox.served(self.message)
+            if self.memory_only:
+                data = self.mailbox.cached_served(self.message)
+                if data is None:
+                    raise _NotInMemory
+            else:
+                data = self.mailbox.served(self.message)
             self._top = (data, mime.top_level(data))
         return self._top
 
     def envelope(self) -> bytes:
+        if self.memory_only:
+            hit = self.mailbox.cached_derived(self.message, "envelope")
+            if hit is None:
+                raise _NotInMemory
+            return hit
+
         def compute() -> bytes:
             headers = self.mailbox.headers(self.message)
             return fetch_items.envelope(mime.Part(0, 0, 0, headers))

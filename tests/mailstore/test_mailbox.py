@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from roost.mailstore import index, names
+from roost.mailstore import cache, index, mime, names
+from roost.mailstore import mailbox as mailbox_module
 from roost.mailstore.errors import MailstoreError
 from roost.mailstore.maildir import deliver, mailbox_path
 from roost.mailstore.store import Mailstore, create_user
@@ -129,7 +130,9 @@ def test_external_deletion_and_flag_change_are_seen(root: Path) -> None:
         await box.append(b"Subject: 1\n\n", frozenset(), None)
         await box.append(b"Subject: 2\n\n", frozenset(), None)
         view = box.open_view(False)
-        first, second = sorted(os.listdir(maildir / "cur"))
+        # by UID: names sort by time only when the microseconds have as
+        # many digits
+        first, second = (box.get(uid).filename for uid in (1, 2))  # type: ignore[union-attr]
         os.unlink(maildir / "cur" / first)
         os.rename(maildir / "cur" / second, maildir / "cur" / (second + "S"))
         await box.refresh()
@@ -223,6 +226,30 @@ def test_uidvalidity_grows_within_one_second(tmp_path: Path) -> None:
     values.append(index.new_uidvalidity(maildir))
     assert values == sorted(set(values))
     assert (maildir / index.UIDVALIDITY).read_text() == f"{values[-1]}\n"
+
+
+def test_small_messages_read_for_headers_are_served_from_memory(root: Path) -> None:
+    async def scenario() -> None:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        uid = await box.append(b"Subject: s\n\nsmall\n", frozenset(), None)
+        big = b"Subject: b\n\n" + b"x" * mailbox_module.HEAD_BYTES
+        big_uid = await box.append(big, frozenset(), None)
+        small, large = box.get(uid), box.get(big_uid)
+        assert small is not None
+        assert large is not None
+        assert box.cached_served(small) is None
+
+        await asyncio.to_thread(box.headers, small)
+        await asyncio.to_thread(box.headers, large)
+        assert box.cached_served(small) == b"Subject: s\r\n\r\nsmall\r\n"
+        assert box.cached_served(large) is None  # only its head was read
+        assert box.served(large) == mime.to_crlf(big)
+        assert box.cached_served(large) == mime.to_crlf(big)
+
+        await box.expunge([uid])  # the key names the file: dropped with it
+        assert cache.SERVED.get((box.path, small.base)) is None
+
+    run(scenario())
 
 
 @pytest.mark.parametrize(
