@@ -119,8 +119,10 @@ class Connection(asyncio.Protocol):
         """
         while not self._buffer and not self._eof:
             self._data_ready.clear()
+            # asyncio.timeout, not wait_for: no task per read (hot in POP3)
             try:
-                await asyncio.wait_for(self._data_ready.wait(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self._data_ready.wait()
             except TimeoutError:
                 raise IdleTimeout from None
         data = bytes(self._buffer[:max_bytes])
@@ -146,7 +148,8 @@ class Connection(asyncio.Protocol):
             # A peer that stops reading must not hold its session (and any
             # mailbox lock) forever: the idle timeout bounds the wait too.
             try:
-                await asyncio.wait_for(self._can_write.wait(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    await self._can_write.wait()
             except TimeoutError:
                 transport.abort()
                 raise IdleTimeout from None
