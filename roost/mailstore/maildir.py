@@ -68,7 +68,8 @@ def unique_name(unique: str | None = None) -> str:
     now = time.time()
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
-    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_HOST}"
+    # microseconds zero-padded so names of one second sort by time
+    return f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_counter)}.{_HOST}"
 
 
 def parse_name(name: str) -> tuple[str, str]:
