@@ -14,7 +14,10 @@ file into incoming/, fsyncs it, renames it into messages/ and fsyncs that
 directory: only then does `enqueue` return.  One writer thread does all
 of this for every caller (group commit: a batch of files, each fsynced,
 then one directory fsync for the batch), and also the atomic rewrites of
-state files and removals, so the event loop never blocks on the disk.
+state files and `remove`, so the event loop never blocks on the disk.
+The queue manager removes delivered messages with `remove_now` in its
+own delivery threads instead, without a directory fsync, so an enqueue
+never waits behind a removal (see roost/queue/manager.py).
 
 State files hold what has happened since: which recipients are done (sent
 or bounced), deferral reasons, the next attempt time, hold.  A message
