@@ -266,10 +266,25 @@ def check_recipient(
     facts: Facts,
     domains: Domains,
     lookup: Lookup | None = None,
+    *,
+    client_restrictions: Sequence[str] = (),
+    helo_restrictions: Sequence[str] = (),
 ) -> Verdict:
-    """Both lists for one RCPT, then the implicit guards: unknown local
-    users (550 5.1.1) and the relay guard of the module note."""
-    for items in (relay_restrictions, recipient_restrictions):
+    """The lists for one RCPT, then the implicit guards: unknown local
+    users (550 5.1.1) and the relay guard of the module note.
+
+    Client and HELO restrictions are applied here too, as postfix does
+    with its default smtpd_delay_reject = yes: clients that misbehave
+    only after a reject at connect are kept talking until RCPT, where
+    the reject can be logged with sender and recipient. A PERMIT ends
+    only its own list; a REJECT in any list ends the decision."""
+    lists = (
+        client_restrictions,
+        helo_restrictions,
+        relay_restrictions,
+        recipient_restrictions,
+    )
+    for items in lists:
         verdict = evaluate(items, facts, domains, lookup)
         if verdict.action is Action.REJECT:
             return verdict

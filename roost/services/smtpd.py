@@ -129,6 +129,8 @@ class SmtpService:
             sender_login_maps=settings.smtpd_sender_login_maps,
         )
         rcpt_lists = (
+            *settings.smtpd_client_restrictions,
+            *settings.smtpd_helo_restrictions,
             *settings.smtpd_relay_restrictions,
             *settings.smtpd_recipient_restrictions,
         )
@@ -531,6 +533,8 @@ class _Session:
             facts,
             self.service.domains,
             self.service.access_tables.lookup,
+            client_restrictions=self.settings.smtpd_client_restrictions,
+            helo_restrictions=self.settings.smtpd_helo_restrictions,
         )
 
     def _recipient_refusal(self, verdict: policy.Verdict, address: str) -> r.Reply:
@@ -563,6 +567,20 @@ class _Session:
         )
 
     async def _on_data(self, event: ev.Event) -> r.Reply:
+        restrictions = self.settings.smtpd_data_restrictions
+        if restrictions:
+            verdict = await asyncio.to_thread(
+                policy.evaluate,
+                restrictions,
+                self._facts(),
+                self.service.domains,
+                self.service.access_tables.lookup,
+            )
+            if verdict.action is policy.Action.REJECT:
+                assert verdict.reply is not None
+                reply = self._refusal(verdict.reply)
+                self._log_reject("DATA", reply)
+                raise r.SmtpError(reply)
         return r.START_DATA
 
     async def _on_bdat_chunk(self, event: ev.Event) -> r.Reply:
