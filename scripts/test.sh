@@ -14,7 +14,10 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 status=0
-"$PYTHON" -m pytest -p no:cacheprovider -q "$@" || status=$?
+# branch coverage of the sans-IO protocol cores is reported (STYLE.md)
+"$PYTHON" -m pytest -p no:cacheprovider -q \
+    --cov=roost.protocols --cov-branch --cov-report=term:skip-covered \
+    "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     # pytest's "no tests were collected": a suite that ran nothing failed
     echo "test.sh: pytest collected no tests" >&2
