@@ -21,10 +21,12 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from roost.mailstore import cache, index, mime
 from roost.mailstore.errors import MailstoreError
@@ -40,10 +42,15 @@ from roost.protocols.imap.grammar import SequenceSet
 
 log = logging.getLogger("roost.imapd")
 
+_T = TypeVar("_T")
+
 PARSED_CACHE_ENTRIES = 64
 PARSED_CACHE_BYTES = 64 * 1024 * 1024
 HEADER_CACHE_ENTRIES = 50_000
 HEAD_BYTES = 16 * 1024
+# How long the stamp of the Maildir may rest on our own changes alone
+# before the directories are listed again anyway (see ``_own_change``).
+OWN_STAMP_TRUST_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +91,7 @@ class Mailbox:
         self._messages: dict[int, Message] = {}
         self._uids: list[int] = []
         self._stamp: tuple[int, ...] = ()
+        self._trusted_since: float | None = None  # monotonic, see _own_change
         self._views: set[MailboxView] = set()
         self._cache_lock = threading.Lock()
         self._parsed: OrderedDict[int, tuple[bytes, mime.Part]] = OrderedDict()
@@ -150,6 +158,9 @@ class Mailbox:
         if self.is_deleted:
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
         known = self._messages  # the scan only reads it, in one thread hop
+        since = self._trusted_since
+        if since is not None and time.monotonic() - since > OWN_STAMP_TRUST_S:
+            force = True
         seen = self._stamp if self._uidlist is not None and not force else None
         result = await asyncio.to_thread(
             self._scan, seen, known, self._uidlist, self._keywords
@@ -292,6 +303,7 @@ class Mailbox:
         self._messages = result.messages
         self._uids = sorted(result.messages)
         self._stamp = result.stamp
+        self._trusted_since = None
         if first_load:
             return
         gone = [uid for uid in old if uid not in result.messages]
@@ -305,6 +317,27 @@ class Mailbox:
         ]
         self._forget(gone)
         self._notify(expunged=gone, appended=added, flags=flagged, origin=None)
+
+    def _own_change(self, before: tuple[int, ...], after: tuple[int, ...]) -> None:
+        """Adopt ``after`` (the stamp once our own change was made, under
+        the lock) as the stamp of what the index holds, so the next
+        refresh does not list the Maildir again for a change we made.
+
+        Only when ``before`` (taken just before the change) is the stamp
+        the index was built from, so nothing else had changed, and only
+        when new/ did not move: other programs deliver into new/, and a
+        change there is always listed.  A change by another program in
+        cur/ that falls between ``before`` and ``after``, or in the same
+        mtime tick, would be hidden; listing again at least once every
+        ``OWN_STAMP_TRUST_S`` while we live on our own stamps bounds that.
+        """
+        if self._uidlist is None or before != self._stamp:
+            return
+        if after[:2] != before[:2] or after == before:
+            return
+        self._stamp = after
+        if self._trusted_since is None:
+            self._trusted_since = time.monotonic()
 
     def mark_gone(self, reason: str) -> None:
         """The folder was deleted or renamed: this object is stale.  Every
@@ -354,11 +387,22 @@ class Mailbox:
             keywords = await self._with_keywords(flags)
             info = index.info_of_flags(flags, "", keywords)
             size = mime.crlf_size(data)
-            path = await asyncio.to_thread(self._deliver, data, info, internaldate)
+            before, path, after = await asyncio.to_thread(
+                self._stamped, self._deliver, data, info, internaldate
+            )
             uid = self._add_file(path, size, internaldate)
+            self._own_change(before, after)
             await self._save_uidlist()
         self._notify(appended=[uid], origin=None)
         return uid
+
+    def _stamped(
+        self, work: Callable[..., _T], *args: object
+    ) -> tuple[tuple[int, ...], _T, tuple[int, ...]]:
+        """Run ``work`` (a worker thread) between two stamps of the Maildir."""
+        before = index.dir_stamp(self.path)
+        result = work(*args)
+        return before, result, index.dir_stamp(self.path)
 
     def _deliver(self, data: bytes, info: str, internaldate: float | None) -> Path:
         # an empty info still files the message in cur/ ("seen by a client")
@@ -441,9 +485,15 @@ class Mailbox:
                 result[uid] = new
                 if new != message.flags:
                     plan.append((message, new))
-            renamed = await asyncio.to_thread(self._rename_all, plan, keywords)
-            for message in renamed:
-                self._messages[message.uid] = message
+            if not plan:
+                renamed: list[Message] = []
+            else:
+                before, renamed, after = await asyncio.to_thread(
+                    self._stamped, self._rename_all, plan, keywords
+                )
+                for message in renamed:
+                    self._messages[message.uid] = message
+                self._own_change(before, after)
         self._notify(flags=[m.uid for m in renamed], origin=origin)
         return result
 
@@ -479,13 +529,16 @@ class Mailbox:
         """Remove messages; returns the UIDs removed."""
         async with self.lock:
             targets = [self._messages[u] for u in uids if u in self._messages]
-            await asyncio.to_thread(self._unlink_all, targets)
+            before, _none, after = await asyncio.to_thread(
+                self._stamped, self._unlink_all, targets
+            )
             removed = [m.uid for m in targets]
             assert self._uidlist is not None
             for message in targets:
                 self._uidlist.uids.pop(message.base, None)
                 self._uidlist.sizes.pop(message.base, None)
             self._forget(removed)
+            self._own_change(before, after)
             if removed:
                 await self._save_uidlist()
         self._notify(expunged=removed, origin=None)
@@ -527,10 +580,13 @@ class Mailbox:
             await target._refresh_locked()
             all_flags = frozenset(f for m in sources for f in m.flags)
             keywords = await target._with_keywords(all_flags)
-            made = await asyncio.to_thread(self._link_all, sources, target, keywords)
+            before, made, after = await asyncio.to_thread(
+                target._stamped, self._link_all, sources, target, keywords
+            )
             for message, path in made:
                 uid = target._add_file(path, message.size, message.internaldate)
                 pairs.append((message.uid, uid))
+            target._own_change(before, after)
             if made:
                 await target._save_uidlist()
         target._notify(appended=[new for _old, new in pairs], origin=None)

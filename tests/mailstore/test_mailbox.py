@@ -289,3 +289,87 @@ def test_select_of_1000_messages_uses_the_index(root: Path) -> None:
     uidlist = index.read_uidlist(maildir)
     assert uidlist is not None
     assert len(uidlist.sizes) == 1000
+
+
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    listed: list[Path] = []
+    real = index.list_messages
+
+    def counting(maildir: Path) -> dict[str, index.FileEntry]:
+        listed.append(maildir)
+        return real(maildir)
+
+    monkeypatch.setattr(index, "list_messages", counting)
+    return listed
+
+
+def test_own_flag_changes_do_not_make_the_next_refresh_list(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A STORE renames in cur/, which moves its mtime; that change is ours,
+    so the next SELECT of any session keeps the index (no listing)."""
+    listed = _count_listings(monkeypatch)
+
+    async def scenario() -> None:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        uid = await box.append(b"Subject: 1\n\n", frozenset({"\\Seen"}), None)
+        await box.refresh()
+        listed.clear()
+        for flag in ("\\Flagged", "\\Answered", "\\Deleted"):
+            await box.store([uid], "+", frozenset({flag}), None)
+            await box.refresh()
+        await box.store([uid], "", frozenset({"\\Seen"}), None)
+        await box.refresh()
+        assert listed == []
+        assert box.get(uid).flags == frozenset({"\\Seen"})  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_other_programs_drops_are_seen_after_our_own_changes(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = mailbox_path(root, "alice")
+
+    async def scenario() -> None:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        uid = await box.append(b"Subject: 1\n\n", frozenset({"\\Seen"}), None)
+        await box.store([uid], "+", frozenset({"\\Flagged"}), None)
+        deliver(maildir, b"Subject: from another program\n\n")
+        await box.store([uid], "+", frozenset({"\\Answered"}), None)
+        await box.refresh()
+        assert len(box.uids) == 2
+        second = box.uids[1]
+        await box.store([second], "+", frozenset({"\\Seen"}), None)  # into cur/
+        await box.refresh()
+        # a change by another program in cur/ before ours: not adopted
+        cur = maildir / "cur"
+        first = box.get(uid)
+        assert first is not None
+        os.rename(cur / first.filename, cur / (first.base + ":2,"))
+        moved = os.stat(cur).st_mtime_ns + 1_000_000  # as on a coarse clock
+        os.utime(cur, ns=(moved, moved))
+        await box.store([second], "+", frozenset({"\\Flagged"}), None)
+        await box.refresh()
+        assert box.get(uid).flags == frozenset()  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_own_stamps_are_trusted_for_a_bounded_time(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = _count_listings(monkeypatch)
+    monkeypatch.setattr(mailbox_module, "OWN_STAMP_TRUST_S", 0.0)
+
+    async def scenario() -> None:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        uid = await box.append(b"Subject: 1\n\n", frozenset({"\\Seen"}), None)
+        await box.refresh()
+        listed.clear()
+        await box.store([uid], "+", frozenset({"\\Flagged"}), None)
+        await box.refresh()  # lists: the own stamp is older than the bound
+        await box.refresh()  # listed just now: nothing moved
+        assert len(listed) == 1
+
+    run(scenario())
