@@ -92,6 +92,8 @@ class Mailbox:
         self._uids: list[int] = []
         self._stamp: tuple[int, ...] = ()
         self._trusted_since: float | None = None  # monotonic, see _own_change
+        self._scans_begun = 0  # refreshes begun under the lock
+        self._fresh_upto = 0  # the last of them that ended without error
         self._views: set[MailboxView] = set()
         self._cache_lock = threading.Lock()
         self._parsed: OrderedDict[int, tuple[bytes, mime.Part]] = OrderedDict()
@@ -129,7 +131,12 @@ class Mailbox:
         mtimes moved; ``force`` lists them anyway (a delivery we were told
         of may fall in the same mtime tick as the last scan).
         """
+        asked = self._scans_begun
         async with self.lock:
+            if not force and not self.is_deleted and self._fresh_upto > asked:
+                # a refresh that began after we asked has ended while we
+                # waited for the lock: it saw the disk later than our call
+                return
             await self._refresh_locked(force)
 
     def rescan_soon(self) -> None:
@@ -157,6 +164,8 @@ class Mailbox:
     async def _refresh_locked(self, force: bool = False) -> None:
         if self.is_deleted:
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
+        self._scans_begun += 1
+        begun = self._scans_begun
         known = self._messages  # the scan only reads it, in one thread hop
         since = self._trusted_since
         if since is not None and time.monotonic() - since > OWN_STAMP_TRUST_S:
@@ -167,6 +176,7 @@ class Mailbox:
         )
         if result is not None:
             self._apply_scan(result)
+        self._fresh_upto = begun
 
     def _scan(
         self,

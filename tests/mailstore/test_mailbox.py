@@ -373,3 +373,36 @@ def test_own_stamps_are_trusted_for_a_bounded_time(
         assert len(listed) == 1
 
     run(scenario())
+
+
+def test_refreshes_waiting_together_share_one_scan(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten SELECTs queued on the lock need one look at the disk that began
+    after they asked, not ten; a refresh asked after it looks again."""
+    maildir = mailbox_path(root, "alice")
+    stamps: list[Path] = []
+    real = index.dir_stamp
+
+    def counting(path: Path) -> tuple[int, ...]:
+        stamps.append(path)
+        return real(path)
+
+    monkeypatch.setattr(index, "dir_stamp", counting)
+
+    async def scenario() -> None:
+        box = await Mailstore(root).user("alice").mailbox("INBOX")
+        stamps.clear()
+        async with box.lock:
+            waiting = [asyncio.ensure_future(box.refresh()) for _ in range(3)]
+            await asyncio.sleep(0)  # a yield: each task now waits on the lock
+            deliver(maildir, b"Subject: while they waited\n\n")
+        await asyncio.gather(*waiting)
+        assert len(stamps) == 1
+        assert len(box.uids) == 1
+        deliver(maildir, b"Subject: after\n\n")
+        await box.refresh()
+        assert len(stamps) == 2
+        assert len(box.uids) == 2
+
+    run(scenario())
