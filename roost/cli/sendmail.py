@@ -138,27 +138,34 @@ def read_message(stream: object, dots_end_input: bool) -> bytes:
 
 
 def _split_header(data: bytes) -> tuple[list[bytes], bytes]:
-    """Header lines (folded lines joined to their field) and the body."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        head, body = (data, b"") if _looks_like_header(data) else (b"", data)
-    else:
-        head, body = data[: end + 2], data[end + 4 :]
-        if not _looks_like_header(head):
-            head, body = b"", data
+    """Header fields (folded lines joined to their field) and the body.
+
+    The header ends at the first empty line, which is dropped, or at the
+    first line that is neither a field nor a continuation, which starts
+    the body (RFC 5322 2.1, 3.5); postfix's cleanup reads it the same way.
+    """
     fields: list[bytes] = []
-    for line in head.split(b"\r\n")[:-1] if head else []:
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\r\n", pos)
+        line_end = len(data) if end < 0 else end
+        line = data[pos:line_end]
+        if not line:
+            return fields, data[min(line_end + 2, len(data)) :]
         if line[:1] in (b" ", b"\t") and fields:
             fields[-1] += b"\r\n" + line
-        else:
+        elif _is_field(line):
             fields.append(line)
-    return fields, body
+        else:
+            break
+        pos = line_end + 2
+    return fields, data[pos:]
 
 
-def _looks_like_header(block: bytes) -> bool:
-    first = block.split(b"\r\n", 1)[0]
-    name, colon, _ = first.partition(b":")
-    return bool(colon) and bool(name) and b" " not in name
+def _is_field(line: bytes) -> bool:
+    # RFC 5322 3.6.8: a field name is printable US-ASCII except ":"
+    name, colon, _ = line.partition(b":")
+    return bool(colon) and bool(name) and all(33 <= c <= 126 for c in name)
 
 
 def _field_name(field_line: bytes) -> str:

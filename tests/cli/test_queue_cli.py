@@ -261,6 +261,25 @@ def test_sendmail_oi_keeps_dot_lines_and_qualifies(tmp_path):
     assert data.endswith(b"\r\n\r\na\r\n.\r\nb\r\n")
 
 
+def test_sendmail_header_ends_at_a_line_that_is_not_a_field(tmp_path):
+    """RFC 5322 2.1: a line that is not a field (nor a continuation) starts
+    the body even without an empty line; our added headers go before it."""
+    conf = write_config(tmp_path)
+    stdin = b"To: alice@example.test\nSubject: nosep\n folded\nnot a header\nmore\n"
+    done = cli("sendmail:main", "-c", str(conf), "-t", "-f", "z@x.test", stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    spool = Spool(tmp_path / "data" / "queue")
+    [name] = spool.maildrop_names()
+    from roost.queue import decode_queue_file
+
+    _, data = decode_queue_file((spool.maildrop / name).read_bytes())
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"To: alice@example.test\r\nSubject: nosep\r\n folded\r\n")
+    assert b"\r\nFrom: z@x.test\r\n" in head + b"\r\n"
+    assert b"not a header" not in head
+    assert body == b"not a header\r\nmore\r\n"
+
+
 def test_sendmail_without_recipients_fails(tmp_path):
     conf = write_config(tmp_path)
     done = cli("sendmail:main", "-c", str(conf), stdin=b"Subject: x\n\ny\n")
