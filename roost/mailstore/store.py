@@ -265,15 +265,19 @@ class UserStore:
         old_path, new_path = self.path_of(old), self.path_of(new)
         if new == names.INBOX or await asyncio.to_thread(new_path.exists):
             raise MailstoreError("ALREADYEXISTS", "Mailbox already exists")
-        if not await self.exists(old):
+        # RFC 3501 6.3.5: a \Noselect parent (children, no folder of its
+        # own on disk) is renamed too, by moving its children
+        has_folder = await self.exists(old)
+        children = await self._children(old) if old != names.INBOX else []
+        if not has_folder and not children:
             raise MailstoreError("NONEXISTENT", "Mailbox does not exist")
         if new.startswith(old + names.SEPARATOR):
             raise MailstoreError("CANNOT", "Cannot move a mailbox into itself")
         if old == names.INBOX:
             await self._rename_inbox(new)
             return
-        moves = [(old_path, new_path)]
-        for child in await self._children(old):
+        moves = [(old_path, new_path)] if has_folder else []
+        for child in children:
             moves.append((self.path_of(child), self.path_of(new + child[len(old) :])))
         try:
             await asyncio.to_thread(self._rename_dirs, moves)

@@ -219,6 +219,22 @@ def test_rename_marks_the_old_mailbox_gone(root: Path) -> None:
     run(scenario())
 
 
+def test_rename_of_a_noselect_parent_moves_its_children(root: Path) -> None:
+    # RFC 3501 6.3.5: P exists only as the \Noselect parent of P/C
+    async def scenario() -> None:
+        store = Mailstore(root).user("alice")
+        await store.create("P/C")
+        assert not await store.exists("P")
+        await store.rename("P", "R")
+        assert await store.exists("R/C")
+        assert not await store.exists("P/C")
+        with pytest.raises(MailstoreError) as info:
+            await store.rename("Nothing", "Else")
+        assert info.value.code == "NONEXISTENT"
+
+    run(scenario())
+
+
 def test_uidvalidity_grows_within_one_second(tmp_path: Path) -> None:
     maildir = tmp_path / "Maildir"
     maildir.mkdir()
