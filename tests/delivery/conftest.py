@@ -18,6 +18,7 @@ import pytest
 from roost.config import Settings, from_values
 from tests.delivery.fakes import self_signed_server_context
 from tests.support.dns_server import DnsServer, running_resolver
+from tests.support.postfix import MASTER_CF
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
@@ -106,29 +107,6 @@ def smtp_sink() -> Iterator[Callable[..., SmtpSink]]:
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
-_MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-smtp      unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-virtual   unix  - n n - - virtual
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
 
 _MAIN_CF = """\
 compatibility_level = 3.6
@@ -207,7 +185,7 @@ def postfix_mta() -> Iterator[PostfixMta]:
     port = free_port()
     main_cf = _MAIN_CF.format(d=directory, uid=owner.pw_uid, gid=owner.pw_gid)
     (directory / "etc" / "main.cf").write_text(main_cf)
-    (directory / "etc" / "master.cf").write_text(_MASTER_CF.format(port=port))
+    (directory / "etc" / "master.cf").write_text(MASTER_CF.format(port=port))
     _postfix(directory, "start")
     try:
         for _ in range(250):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from roost.net.tls import make_self_signed
 from tests.conftest import need_binary, poll
+from tests.support.postfix import MASTER_CF
 
 WAIT_S = 60.0
 
@@ -48,30 +49,6 @@ down IN MX 10 mx.down
 mx.down IN A 127.0.0.1
 """
 
-_MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-virtual   unix  - n n - - virtual
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
 
 # Nothing here may reach another host: no DNS (smtp_dns_support_level
 # disabled, no peer name lookups), every relayed domain has a fixed
@@ -223,7 +200,7 @@ def running_postfix(
         virtual_domain=virtual_domain,
     )
     (etc / "main.cf").write_text(main_cf)
-    (etc / "master.cf").write_text(_MASTER_CF.format(port=port))
+    (etc / "master.cf").write_text(MASTER_CF.format(port=port))
     _postfix(binary, directory, "start")
     try:
         poll(lambda: _accepts(port), WAIT_S, "postfix's smtpd")
